@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Loopscape's single driver: environment set-up, tests, the demo job and the extension zip.
+
+    python3 build.py            build dist/loopscape-<version>.zip (the Blender extension)
+    python3 build.py setup      create .venv with the backend and test dependencies
+    python3 build.py test       set up, then run the whole test suite
+    python3 build.py demo       set up, then run the main job on the built-in landscape
+
+Only the standard library is used here, so this runs on a bare Python 3.10+.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+# The CPU wheel of this exact version is what the project is tested with; on a CUDA machine
+# set LOOPSCAPE_TORCH to the torch requirement that matches your driver.
+TORCH_SPEC = os.environ.get("LOOPSCAPE_TORCH", "torch==2.13.0")
+# Source folders that make up the extension, mapped to their place inside the zip.
+ADDON_SOURCES = {"blender_addon": "", "operators": "operators", "panels": "panels"}
+
+
+def venv_python() -> Path:
+    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def _run(cmd: list[str], **kw) -> int:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    return subprocess.call([str(c) for c in cmd], cwd=ROOT, **kw)
+
+
+def setup() -> Path:
+    """Create .venv and install the backend (+ test extras); skipped when nothing changed."""
+    py = venv_python()
+    stamp = VENV / ".loopscape-stamp"
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + TORCH_SPEC.encode()).hexdigest()
+    if py.exists() and stamp.exists() and stamp.read_text() == want:
+        return py
+    if not py.exists():
+        if _run([sys.executable, "-m", "venv", VENV]) != 0:
+            sys.exit("build.py: could not create .venv (is the python3-venv package installed?)")
+    steps = [
+        [py, "-m", "pip", "install", "-q", "--upgrade", "pip"],
+        # torch first and pinned, so that no later requirement drags in another build.
+        [py, "-m", "pip", "install", "-q", TORCH_SPEC],
+        [py, "-m", "pip", "install", "-q", "-e", ".[dev]"],
+    ]
+    for cmd in steps:
+        if _run(cmd) != 0:
+            sys.exit(f"build.py: set-up step failed: {' '.join(map(str, cmd))}")
+    stamp.write_text(want)
+    return py
+
+
+def test(extra: list[str]) -> int:
+    py = setup()
+    rc = _run([py, "-m", "pytest", *extra])
+    if rc == 5:
+        print("build.py: pytest collected no tests; that is a failure", file=sys.stderr)
+        return 1
+    return rc
+
+
+def demo(extra: list[str]) -> int:
+    py = setup()
+    out = ROOT / "out" / "demo"
+    return _run([py, "-m", "backend", "run", "--demo", "--out", out, *extra])
+
+
+def addon_version() -> str:
+    with open(ROOT / "blender_manifest.toml", "rb") as f:
+        return tomllib.load(f)["version"]
+
+
+def build_zip() -> Path:
+    """Zip the extension: manifest + blender_addon/ at the root, operators/ and panels/ as subpackages."""
+    version = addon_version()
+    dist = ROOT / "dist"
+    dist.mkdir(exist_ok=True)
+    target = dist / f"loopscape-{version}.zip"
+    tmp = target.with_suffix(".zip.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(ROOT / "blender_manifest.toml", "blender_manifest.toml")
+        for src, dst in ADDON_SOURCES.items():
+            for path in sorted((ROOT / src).rglob("*")):
+                if path.is_dir() or "__pycache__" in path.parts or path.suffix == ".pyc":
+                    continue
+                rel = path.relative_to(ROOT / src).as_posix()
+                zf.write(path, f"{dst}/{rel}" if dst else rel)
+    os.replace(tmp, target)
+    print(f"wrote {target}")
+    return target
+
+
+def main(argv: list[str]) -> int:
+    cmd, extra = (argv[0], argv[1:]) if argv else ("zip", [])
+    if cmd == "setup":
+        print(f"ready: {setup()}")
+        return 0
+    if cmd == "test":
+        return test(extra)
+    if cmd == "demo":
+        return demo(extra)
+    if cmd == "zip":
+        build_zip()
+        return 0
+    print(__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
