@@ -1,0 +1,278 @@
+"""Depth sources (tiny offline model, files, geometric prior, auto fallback) and normalisation."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from backend.depth import (FAR_SHELL_MAX, DepthSpec, depth_prior, disparity_to_depth, estimate_depth,
+                           model_input_size, normalise_depth, skyline_dp)
+from backend.errors import LoopscapeError
+from backend.events import NullSink
+
+SCENES = Path(__file__).resolve().parents[2] / "shared" / "data" / "scenes"
+
+
+def _check_normalised(depth: np.ndarray, sky: np.ndarray) -> None:
+    assert depth.dtype == np.float32 and np.all(np.isfinite(depth)) and depth.min() > 0
+    ground = depth[~sky]
+    assert np.percentile(ground, 10) == pytest.approx(1.0, rel=1e-4)
+    # the far shell bounds everything; sky sits exactly on it
+    far = min(FAR_SHELL_MAX, 2.0 * float(np.percentile(ground, 98)))
+    assert depth.max() <= far * (1 + 1e-4)
+    if sky.any():
+        np.testing.assert_allclose(depth[sky], far, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- tiny model
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised Depth Anything with a 4-layer, 32-wide Dinov2 backbone, saved like a hub model."""
+    torch = pytest.importorskip("torch")
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    torch.manual_seed(0)
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, mlp_ratio=2, image_size=56,
+                            patch_size=14, out_features=["stage1", "stage2", "stage3", "stage4"], reshape_hidden_states=False)
+    cfg = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32],
+                              fusion_hidden_size=16, head_hidden_size=8, patch_size=14)
+    folder = tmp_path_factory.mktemp("tiny_depth_anything")
+    DepthAnythingForDepthEstimation(cfg).eval().save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "DPTImageProcessor", "do_resize": True, "size": {"height": 56, "width": 56},
+        "keep_aspect_ratio": True, "ensure_multiple_of": 14, "resample": 3, "do_rescale": True,
+        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": [0.485, 0.456, 0.406],
+        "image_std": [0.229, 0.224, 0.225], "do_pad": False}))
+    return folder
+
+
+def test_model_from_local_folder_offline(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rng = np.random.default_rng(0)
+    rgb = rng.random((48, 80, 3), dtype=np.float32)
+    dm = estimate_depth(rgb, DepthSpec(source="model", model=str(tiny_model)))
+    assert dm.source == f"model:{tiny_model}"
+    assert dm.depth.shape == (48, 80) and dm.sky.shape == (48, 80) and dm.sky.dtype == bool
+    _check_normalised(dm.depth, dm.sky)
+    # the same folder through "auto" is used, not the prior, and warns about nothing
+    sink = NullSink()
+    auto = estimate_depth(rgb, DepthSpec(source="auto", model=str(tiny_model)), sink)
+    assert auto.source == dm.source and not sink.warnings
+    np.testing.assert_allclose(auto.depth, dm.depth)
+
+
+def test_model_input_size_multiple_of_patch() -> None:
+    assert model_input_size(1024, 1024, (518, 518), 14, True) == (518, 518)
+    # 16:9 landscape: the short side goes to ~518, the long side keeps the aspect ratio
+    h, w = model_input_size(720, 1280, (518, 518), 14, True)
+    assert h % 14 == 0 and w % 14 == 0 and h == 518 and abs(w / h - 1280 / 720) < 0.03
+    assert model_input_size(48, 64, (56, 56), 14, True) == (42, 56)
+    assert model_input_size(48, 64, (56, 56), 14, False) == (56, 56)
+
+
+def test_disparity_to_depth_inverts_and_marks_zero_as_sky() -> None:
+    disp = np.array([[0.0, 1e-4, 0.5], [1.0, 2.0, 4.0]])
+    depth, sky = disparity_to_depth(disp)
+    assert sky.tolist() == [[True, True, False], [False, False, False]]
+    np.testing.assert_allclose(depth[~sky], [2.0, 1.0, 0.5, 0.25])
+
+
+def test_auto_falls_back_to_prior_with_warning(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    rgb = _synthetic_landscape()
+    sink = NullSink()
+    dm = estimate_depth(rgb, DepthSpec(source="auto", model="loopscape-tests/no-such-depth-model"), sink)
+    assert dm.source == "prior"
+    assert len(sink.warnings) == 1 and "loopscape-tests/no-such-depth-model" in sink.warnings[0]
+    assert "prior" in sink.warnings[0]
+
+
+def test_explicit_model_not_loadable_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    rgb = _synthetic_landscape()
+    with pytest.raises(LoopscapeError) as err:
+        estimate_depth(rgb, DepthSpec(source="model", model="loopscape-tests/no-such-depth-model"))
+    assert "loopscape-tests/no-such-depth-model" in err.value.message
+    assert "local folder" in err.value.hint and "internet" in err.value.hint
+    with pytest.raises(LoopscapeError, match="does not exist"):
+        estimate_depth(rgb, DepthSpec(source="model", model=str(tmp_path / "missing" / "model")))
+
+
+# ----------------------------------------------------------------------------- normalisation
+
+
+def test_normalise_depth_contract() -> None:
+    rng = np.random.default_rng(1)
+    d = rng.uniform(2.0, 30.0, size=(40, 50))
+    sky = np.zeros_like(d, dtype=bool)
+    sky[:8] = True
+    d[:8] = 1e6  # sky values must not influence the scale
+    d[20, 20] = np.inf  # missing depth goes to the shell too
+    out = normalise_depth(d, sky)
+    valid = ~sky
+    valid[20, 20] = False
+    scaled = d / np.percentile(d[valid], 10)
+    far = min(FAR_SHELL_MAX, 2 * np.percentile(scaled[valid], 98))
+    np.testing.assert_allclose(out[valid], np.minimum(scaled[valid], far), rtol=1e-5)
+    assert np.all(out[sky] == np.float32(far)) and out[20, 20] == np.float32(far)
+    assert np.percentile(out[valid], 10) == pytest.approx(1.0, rel=1e-5)
+    # a wide range is capped at FAR_SHELL_MAX and near content clipped to it
+    wide = np.geomspace(1, 1000, 2000).reshape(40, 50)
+    out = normalise_depth(wide, np.zeros_like(wide, dtype=bool))
+    assert out.max() == pytest.approx(FAR_SHELL_MAX)
+    with pytest.raises(LoopscapeError):
+        normalise_depth(np.zeros((4, 4)), np.zeros((4, 4), bool))
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _ramp_depth(h: int = 48, w: int = 64) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    return (2.0 + 0.1 * x + 0.3 * (h - y)).astype(np.float32)
+
+
+def test_depth_files_npy_png16_exr(tmp_path: Path) -> None:
+    d = _ramp_depth()
+    expected = d / np.percentile(d, 10)
+    np.save(tmp_path / "d.npy", d)
+    cv2.imwrite(str(tmp_path / "d.png"), np.round(d * 1000).astype(np.uint16))
+    assert cv2.imwrite(str(tmp_path / "d.exr"), d)
+    rgb = np.zeros((48, 64, 3), np.float32)
+    for name, tol in (("d.npy", 1e-5), ("d.png", 1e-3), ("d.exr", 1e-5)):
+        dm = estimate_depth(rgb, DepthSpec(source=str(tmp_path / name)))
+        assert dm.source == f"file:{name}" and not dm.sky.any()
+        far = min(FAR_SHELL_MAX, 2 * np.percentile(expected, 98))
+        np.testing.assert_allclose(dm.depth, np.minimum(expected, far), rtol=tol)
+
+
+def test_disparity_file_and_sky(tmp_path: Path) -> None:
+    d = _ramp_depth()
+    disp = 1.0 / d
+    disp[:5] = 0.0  # sky rows
+    np.save(tmp_path / "disp.npy", disp)
+    dm = estimate_depth(np.zeros((48, 64, 3), np.float32), DepthSpec(source=str(tmp_path / "disp.npy"), kind="disparity"))
+    assert dm.sky[:5].all() and not dm.sky[5:].any()
+    ground = d[5:]
+    np.testing.assert_allclose(dm.depth[5:], ground / np.percentile(ground, 10), rtol=1e-5)
+    _check_normalised(dm.depth, dm.sky)
+    # read as depth instead, the same file is inverted: the far rows become the near rows
+    as_depth = estimate_depth(np.zeros((48, 64, 3), np.float32), DepthSpec(source=str(tmp_path / "disp.npy")))
+    assert as_depth.depth[47, 0] > as_depth.depth[6, 63]
+
+
+def test_depth_file_resized_to_image(tmp_path: Path) -> None:
+    d = _ramp_depth(96, 128)
+    d[:10] = 0.0  # "no depth" in the file is sky
+    np.save(tmp_path / "big.npy", d)
+    dm = estimate_depth(np.zeros((48, 64, 3), np.float32), DepthSpec(source=str(tmp_path / "big.npy")))
+    assert dm.depth.shape == (48, 64)
+    assert dm.sky[:4].all() and not dm.sky[6:].any()
+    _check_normalised(dm.depth, dm.sky)
+    # depth still grows towards the top (far rows) and to the right
+    assert dm.depth[10, 60] > dm.depth[40, 60] > dm.depth[40, 2]
+
+
+def test_depth_file_errors(tmp_path: Path) -> None:
+    rgb = np.zeros((48, 64, 3), np.float32)
+    bad = _ramp_depth()
+    bad[3, 3] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    np.save(tmp_path / "shape.npy", np.ones((2, 48, 64), np.float32))
+    np.save(tmp_path / "aspect.npy", np.ones((48, 48), np.float32))
+    cv2.imwrite(str(tmp_path / "d8.png"), np.full((48, 64), 100, np.uint8))
+    (tmp_path / "junk.exr").write_bytes(b"not an exr")
+    (tmp_path / "d.tif").write_bytes(b"x")
+    cases = {"nan.npy": "NaN", "shape.npy": "shape", "aspect.npy": "aspect", "d8.png": "16-bit",
+             "junk.exr": "could not read", "d.tif": "unsupported", "missing.npy": "not found"}
+    for name, words in cases.items():
+        with pytest.raises(LoopscapeError, match=words):
+            estimate_depth(rgb, DepthSpec(source=str(tmp_path / name)))
+    np.save(tmp_path / "zeros.npy", np.zeros((48, 64), np.float32))
+    with pytest.raises(LoopscapeError, match="no valid depth"):
+        estimate_depth(rgb, DepthSpec(source=str(tmp_path / "zeros.npy")))
+    with pytest.raises(LoopscapeError, match="kind"):
+        estimate_depth(rgb, DepthSpec(source=str(tmp_path / "nan.npy"), kind="metres"))
+
+
+# ----------------------------------------------------------------------------- prior
+
+
+def _synthetic_landscape(h: int = 96, w: int = 128, horizon: int = 38, seed: int = 0) -> np.ndarray:
+    """Smooth blue sky gradient above a textured green/brown ground with a hill."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((h, w, 3), np.float32)
+    t = np.linspace(0, 1, horizon)[:, None]
+    img[:horizon] = np.stack([0.35 + 0.35 * t, 0.55 + 0.3 * t, 0.95 - 0.05 * t], -1)
+    ground = np.array([0.35, 0.45, 0.2]) + 0.12 * rng.standard_normal((h - horizon, w, 3))
+    img[horizon:] = ground
+    # a hill rising above the horizon on the left third
+    for x in range(w // 3):
+        top = horizon - int(12 * np.sin(np.pi * x / (w // 3)))
+        img[top:horizon, x] = np.array([0.3, 0.35, 0.25]) + 0.1 * rng.standard_normal((horizon - top, 3))
+    return np.clip(img, 0, 1)
+
+
+def test_skyline_dp_finds_step() -> None:
+    score = -np.ones((20, 30), np.float32)
+    score[:8, :15] = 1.0
+    score[:12, 15:] = 1.0
+    b = skyline_dp(score, jump_cost=0.5)
+    assert b[:15].tolist() == [8] * 15 and b[15:].tolist() == [12] * 15
+    # a large jump cost prefers a flat skyline
+    assert len(set(skyline_dp(score, jump_cost=50.0).tolist())) == 1
+
+
+def test_prior_on_synthetic_landscape() -> None:
+    rgb = _synthetic_landscape()
+    dm = depth_prior(rgb)
+    assert dm.source == "prior"
+    truth = np.zeros((96, 128), bool)
+    truth[:38] = True
+    truth[:, : 128 // 3] = False
+    truth[:26, : 128 // 3] = True
+    iou = (dm.sky & truth).sum() / (dm.sky | truth).sum()
+    assert iou > 0.85
+    _check_normalised(dm.depth, dm.sky)
+    col = dm.depth[:, 100]
+    ground = col[45:]
+    # ground depth grows towards the horizon (up the image), strictly in the lower part
+    assert np.all(np.diff(ground) <= 1e-6) and ground[0] > 3 * ground[-1]
+    assert dm.depth[95, 64] == pytest.approx(dm.depth[95].min(), rel=1e-3)
+    # the hill sits in front of the sky but behind the near ground
+    assert dm.depth[95, 20] < dm.depth[34, 20] < dm.depth[5, 20]
+
+
+def test_prior_without_sky_is_a_tilted_plane() -> None:
+    rng = np.random.default_rng(3)
+    rgb = np.clip(np.array([0.4, 0.35, 0.25]) + 0.15 * rng.standard_normal((64, 80, 3)), 0, 1).astype(np.float32)
+    dm = depth_prior(rgb)
+    assert dm.sky.mean() < 0.05
+    _check_normalised(dm.depth, dm.sky)
+    assert dm.depth[2, 40] > 1.5 * dm.depth[62, 40]
+
+
+@pytest.mark.skipif(not SCENES.is_dir(), reason="shared test scenes not available")
+def test_prior_on_real_scenes() -> None:
+    from backend.image_input import load_image
+
+    for scene in sorted(SCENES.iterdir()):
+        if not (scene / "image.png").exists():
+            continue
+        im = load_image(scene / "image.png", 256)
+        dm = estimate_depth(im.rgb, DepthSpec(source="prior"))
+        _check_normalised(dm.depth, dm.sky)
+        h = dm.depth.shape[0]
+        assert 0.05 < dm.sky.mean() < 0.75, scene.name
+        assert not dm.sky[-h // 5:].any(), scene.name  # no sky in the bottom fifth of a landscape
+        assert dm.sky[0].mean() > 0.5, scene.name  # these photos all show sky along the top
+        # near ground at the bottom, far content higher up
+        assert np.median(dm.depth[-1]) < np.median(dm.depth[h // 2][~dm.sky[h // 2]]) if (~dm.sky[h // 2]).any() else True
