@@ -19,12 +19,16 @@ The offline prior
 Landscape photos are mostly "sky above, ground plane below, distant relief at the horizon".
 
 1. Sky. Each pixel gets a sky score from image cues: low local texture (sky and clouds are
-   smooth compared with terrain), brightness above the image median, blue tint, similarity to
-   the colour of the smooth pixels in the top rows, and height in the frame. Sky is taken to be a
-   *prefix of each column* (it is connected to the top edge and never reappears below the ground,
-   so lake reflections are not sky); the skyline ``b(x)`` maximises the summed score above it
-   with a penalty on jumps between neighbouring columns, solved exactly by dynamic programming.
-   A sky whose pixels are not clearly smoother than the ground is rejected (no sky).
+   smooth compared with terrain), height in the frame, and a colour log-likelihood ratio between
+   a sky and a ground colour histogram. The histograms start from the top band and the bottom
+   band of the frame and are re-estimated twice from the current skyline (ground colours only
+   from the lower half, so that a low cloud misread once does not teach the model). Sky is taken
+   to be a *prefix of each column* (connected to the top edge, never reappearing below the
+   ground, so lake reflections are not sky); the skyline ``b(x)`` maximises the summed score
+   above it with an L1 penalty on jumps between neighbouring columns, solved exactly by dynamic
+   programming. A sky that is not clearly smoother than what lies below it is rejected.
+   Known limits: bright, smooth grey rock faces can be taken for overcast sky, and dark storm
+   clouds low on the horizon for terrain (they then sit at the capped mountain distance).
 2. Horizon. The horizon row is a low percentile-point of the skyline (the lower parts of the
    skyline are where distant terrain meets the horizon), or above the frame when there is no sky.
 3. Depth. Below the horizon the ground is a plane seen by a level camera: depth ~ 1 / (y - y_h).
@@ -46,7 +50,6 @@ import os
 os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")  # EXR depth files; read by OpenCV on first use
 
 import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -432,12 +435,13 @@ def sky_score(rgb: np.ndarray, iterations: int = 3, jump_cost: float = 1.5) -> t
     score = np.zeros((h, w), np.float32)
     skyline = np.zeros(w, np.int64)
     for _ in range(iterations):
-        llr = np.clip(_colour_llr(bins, sky_m, ground_m), -4.0, 4.0)
-        score = (0.5 * llr + 0.8 * e_tex + 1.0 * e_pos).astype(np.float32)
+        llr = np.clip(_colour_llr(bins, sky_m, ground_m), -2.5, 2.5)
+        score = (0.5 * llr + 1.0 * e_tex + 1.0 * e_pos).astype(np.float32)
         skyline = skyline_dp(score, jump_cost)
         sky = rows < skyline[None, :]
         margin = max(1, h // 50)
-        ground = rows >= (skyline[None, :] + margin)
+        # ground colours only from the lower half: low clouds misread once must not teach the model
+        ground = (rows >= (skyline[None, :] + margin)) & (rows >= h // 2)
         if sky.sum() < 0.01 * h * w or ground.sum() < 0.05 * h * w:
             break
         sky_m, ground_m = sky & smooth if (sky & smooth).sum() > 0.005 * h * w else sky, ground
