@@ -148,12 +148,15 @@ def render_points_zbuffer(xyz: np.ndarray, values: np.ndarray, camera: Camera,
         np.minimum.at(zmin, pix, zc)
         near = np.nonzero(zc <= zmin[pix] * (1.0 + SAME_SURFACE_TOL))[0]
         dist = (px[near] + 0.5 - u[owner[near]]) ** 2 + (py[near] + 0.5 - v[owner[near]]) ** 2
-        order = near[np.lexsort((dist, pix[near]))]
-        first = np.ones(len(order), bool)
-        first[1:] = pix[order][1:] != pix[order][:-1]
-        win = order[first]
-        image[pix[win]] = vals[idx[owner[win]]]
-        depth[pix[win]] = zc[win]
+        dmin = np.full(H * W, np.inf)
+        np.minimum.at(dmin, pix[near], dist)
+        best = near[dist <= dmin[pix[near]]]
+        # one winner per pixel (exact ties are arbitrary); scatter-min avoids an O(M log M) sort
+        winner = np.full(H * W, -1, np.int64)
+        winner[pix[best]] = best
+        hit = np.nonzero(winner >= 0)[0]
+        image[hit] = vals[idx[owner[winner[hit]]]]
+        depth[hit] = zc[winner[hit]]
     valid = np.isfinite(depth).reshape(H, W)
     image = image.reshape(H, W, C)
     return (image[..., 0] if squeeze else image), depth.reshape(H, W), valid
