@@ -99,6 +99,22 @@ def build_zip() -> Path:
     return target
 
 
+def blender_ext_tool() -> Path | None:
+    """blender_ext.py (extension build/validate CLI) from the bpy wheel in .venv, if installed."""
+    found = sorted(VENV.glob("lib/python3*/site-packages/bpy/*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
+    found += sorted(VENV.glob("Lib/site-packages/bpy/*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
+    return found[-1] if found else None
+
+
+def validate_zip(target: Path) -> int:
+    """Blender's own manifest/package validation; skipped with a note when bpy is not installed."""
+    tool = blender_ext_tool()
+    if tool is None or not venv_python().exists():
+        print("build.py: bpy not installed in .venv; skipped 'blender_ext.py validate' (run: python3 build.py setup)")
+        return 0
+    return _run([venv_python(), tool, "validate", target])
+
+
 def main(argv: list[str]) -> int:
     cmd, extra = (argv[0], argv[1:]) if argv else ("zip", [])
     if cmd == "setup":
@@ -109,8 +125,7 @@ def main(argv: list[str]) -> int:
     if cmd == "demo":
         return demo(extra)
     if cmd == "zip":
-        build_zip()
-        return 0
+        return 1 if validate_zip(build_zip()) != 0 else 0
     print(__doc__)
     return 2
 

@@ -1,0 +1,169 @@
+"""Import of a backend result into Blender, and the camera-alignment proof with Cycles renders."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from test_blender_support import (ROOT, have_bpy, load_png, psnr, render_reference, run_scenario, save_png,
+                                  synthetic_frames, write_fake_result)
+
+pytestmark = [pytest.mark.blender, pytest.mark.skipif(not have_bpy(), reason="bpy is not installed in .venv")]
+W, H, N = 64, 48, 3
+
+SCENARIO = r"""
+import math
+import numpy as np
+from mathutils import Matrix
+
+def eval_positions(obj, frame):
+    SCENE.frame_set(frame)
+    dg = bpy.context.evaluated_depsgraph_get()
+    data = obj.evaluated_get(dg).data
+    pos = np.empty(len(data.points) * 3, np.float32)
+    data.attributes["position"].data.foreach_get("vector", pos)
+    return pos.reshape(-1, 3)
+
+def render(path, camera):
+    SCENE.camera = camera
+    SCENE.render.filepath = path
+    bpy.ops.render.render(write_still=True)
+
+r = SCENE.render
+r.engine = "CYCLES"
+SCENE.cycles.device = "CPU"
+SCENE.cycles.samples = ARGS["samples"]
+SCENE.cycles.use_denoising = False
+SCENE.cycles.pixel_filter_type = "BOX"
+SCENE.cycles.filter_width = 1.0
+SCENE.view_settings.view_transform = "Standard"
+SCENE.view_settings.look = "None"
+r.image_settings.file_format = "PNG"
+r.image_settings.color_mode = "RGB"
+world = bpy.data.worlds.new("black"); world.color = (0, 0, 0); SCENE.world = world
+SCENE.frame_start = 1
+
+OUT["bad_folder"] = call(bpy.ops.loopscape.import_result, directory=ARGS["bad_dir"])
+OUT["setup"] = call(bpy.ops.loopscape.setup_photo, filepath=ARGS["photo"])
+hero = SCENE.loopscape.hero_camera
+hero.location = (3.0, -2.0, 1.5)
+hero.rotation_euler = (math.radians(80), math.radians(5), math.radians(30))
+SCENE.loopscape.frames = ARGS["frames"]
+t = time.time()
+OUT["import1"] = call(bpy.ops.loopscape.import_result, directory=ARGS["result"])
+OUT["import2"] = call(bpy.ops.loopscape.import_result, directory=ARGS["result"])  # replaces, no stacking
+OUT["import_s"] = time.time() - t
+objs = [o for o in SCENE.objects if o.get("loopscape_result")]
+parents = [o for o in SCENE.objects if o.get("loopscape_result_parent")]
+OUT["n_results"], OUT["n_parents"] = len(objs), len(parents)
+obj = objs[0]
+OUT["type"] = obj.type
+OUT["modifiers"] = [m.name for m in obj.modifiers]
+want = hero.matrix_world @ Matrix.Diagonal((1, -1, -1, 1))
+OUT["parent_err"] = max(abs(parents[0].matrix_world[i][j] - want[i][j]) for i in range(4) for j in range(4))
+OUT["parent_is_parent"] = obj.parent == parents[0]
+splats = obj.modifiers["Loopscape Splats"]
+splats.show_viewport = False
+OUT["positions"] = [eval_positions(obj, SCENE.frame_start + i).tolist() for i in range(ARGS["frames"])]
+splats.show_viewport = True
+SCENE.frame_set(1)
+dg = bpy.context.evaluated_depsgraph_get()
+OUT["instances"] = sum(1 for inst in dg.object_instances if inst.is_instance and inst.parent
+                       and inst.parent.original == obj)
+t = time.time()
+render(ARGS["render_hero"], hero)
+OUT["render_s"] = time.time() - t
+OUT["preset"] = call(bpy.ops.loopscape.camera_preset, preset="side")
+SCENE.frame_set(SCENE.frame_start + ARGS["frames"] - 1)
+render(ARGS["render_side"], SCENE.camera)
+OUT["shot"] = SCENE.camera.name
+# Saved .blend stores the result's paths relative to it.
+bpy.ops.wm.save_as_mainfile(filepath=ARGS["blend"])
+OUT["result_dir_prop"] = SCENE.loopscape.result_dir
+"""
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("blender_import")
+    syn = synthetic_frames(W, H, N)
+    res = write_fake_result(tmp / "result", syn)
+    K = syn["K"]
+    ref_hero = render_reference(syn["frames"][0], K, np.eye(4), W, H)
+    side = np.eye(4)
+    side[0, 3] = -0.09  # ARCHITECTURE.md 'side' path: x from +0.09 to -0.09; last of N frames
+    ref_side = render_reference(syn["frames"][N - 1], K, side, W, H)
+    save_png(tmp / "photo.png", ref_hero)
+    (tmp / "not_a_result").mkdir()
+    args = {"result": str(res), "photo": str(tmp / "photo.png"), "bad_dir": str(tmp / "not_a_result"),
+            "frames": N, "samples": 16, "render_hero": str(tmp / "cycles_hero.png"),
+            "render_side": str(tmp / "cycles_side.png"), "blend": str(tmp / "scene.blend")}
+    out = run_scenario(SCENARIO, tmp, args)
+    keep = ROOT / "test_output" / "blender"
+    keep.mkdir(parents=True, exist_ok=True)
+    for name in ("cycles_hero.png", "cycles_side.png"):
+        shutil.copy(tmp / name, keep / name)
+    save_png(keep / "backend_hero.png", ref_hero)
+    save_png(keep / "backend_side.png", ref_side)
+    return {"out": out, "syn": syn, "tmp": tmp, "ref_hero": ref_hero, "ref_side": ref_side}
+
+
+def test_import_builds_one_animated_point_cloud(imported):
+    out = imported["out"]
+    assert out["install"] == ["FINISHED"]
+    assert out["bad_folder"].startswith("ERROR") and "result.json" in out["bad_folder"]
+    assert out["import1"] == out["import2"] == "FINISHED"
+    assert out["n_results"] == 1 and out["n_parents"] == 1, "re-import must replace, not stack"
+    assert out["type"] == "POINTCLOUD"
+    assert out["modifiers"] == ["Loopscape Frame", "Loopscape Splats"]
+    assert out["parent_is_parent"] and out["parent_err"] < 1e-5
+    assert out["instances"] == len(imported["syn"]["frames"][0]["means"])
+    assert out["result_dir_prop"].startswith("//"), "paths must be relative to the saved .blend"
+
+
+def test_each_frame_shows_exactly_that_frames_points(imported):
+    syn, out = imported["syn"], imported["out"]
+    for i, pos in enumerate(out["positions"]):
+        got = np.asarray(pos)
+        want = syn["frames"][i]["means"]
+        assert got.shape == want.shape
+        order_g = np.lexsort(np.round(got, 4).T)
+        order_w = np.lexsort(np.round(want, 4).T)
+        assert np.abs(got[order_g] - want[order_w]).max() < 1e-4, f"frame {i} differs"
+
+
+def test_points_move_inside_mask_and_stay_still_outside(imported):
+    syn, out = imported["syn"], imported["out"]
+    f0, f1 = np.asarray(out["positions"][0]), np.asarray(out["positions"][-1])
+    key = lambda a: {tuple(r) for r in np.round(a, 4)}  # noqa: E731
+    still = key(f0) & key(f1)
+    moving = syn["moving"]
+    assert len(still) == int((~moving).sum()), "exactly the points outside the mask stay still"
+    # the moved points project (at frame 0) into the mask region, i.e. the bottom-left quarter
+    moved0 = np.array([p for p in np.round(f0, 4) if tuple(p) not in still])
+    K = syn["K"]
+    uv = (moved0[:, :2] / moved0[:, 2:]) @ K[:2, :2].T + K[:2, 2]
+    assert len(moved0) == int(moving.sum()) > 0
+    assert (uv[:, 0] < W / 2).all() and (uv[:, 1] > H / 2).all()
+
+
+def test_cycles_render_from_hero_matches_backend_render(imported):
+    cyc = load_png(imported["tmp"] / "cycles_hero.png")
+    value = psnr(cyc, imported["ref_hero"])
+    shifted = psnr(np.roll(cyc, 2, axis=1), imported["ref_hero"])
+    print(f"hero PSNR {value:.2f} dB (2 px shifted: {shifted:.2f} dB)")
+    assert value >= 25.0
+    assert value > shifted + 3.0, "the metric must be sensitive to a 2-pixel misalignment"
+
+
+def test_cycles_render_along_side_path_matches_backend_render(imported):
+    out = imported["out"]
+    assert out["preset"] == "FINISHED" and out["shot"] == "Loopscape Shot"
+    cyc = load_png(imported["tmp"] / "cycles_side.png")
+    value = psnr(cyc, imported["ref_side"])
+    wrong = psnr(cyc, render_reference(imported["syn"]["frames"][N - 1], imported["syn"]["K"], np.eye(4), W, H))
+    print(f"side PSNR {value:.2f} dB (vs hero pose: {wrong:.2f} dB)")
+    assert value >= 25.0
+    assert value > wrong + 2.0, "the side camera must differ measurably from the hero view"
