@@ -71,8 +71,8 @@ def write_mp4(frames: Iterable[np.ndarray], path: str | Path, fps: float, crf: i
     return count
 
 
-def write_png_frames(frames: Iterable[np.ndarray], folder: str | Path, prefix: str = "frame_") -> list[Path]:
-    """Write ``folder/frame_0000.png`` ... (8-bit RGB), each atomically; returns the paths."""
+def write_png_frames(frames: Iterable[np.ndarray], folder: str | Path, prefix: str = "") -> list[Path]:
+    """Write ``folder/<prefix>0000.png`` ... (8-bit RGB), each atomically; returns the paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -160,6 +160,11 @@ def test_generic_channels_and_no_fill(cam):
     flow = np.stack([pc.xyz[:, 0], pc.xyz[:, 1]], 1)  # two channels, like a flow field
     view = shifted(cam, [-0.1, 0.0, 0.0])
     m, _, valid = render_view(pc.xyz, mask, view, pc.pixel_size, fill=False)
+    # on a plane (equal sizes) one scalar world size renders exactly as the per-point sizes
+    plane = lift_to_points(pc.rgb.reshape(H, W, 3), np.full((H, W), 2.0), cam)
+    a = render_points_zbuffer(plane.xyz, plane.rgb, view, plane.pixel_size)
+    b = render_points_zbuffer(plane.xyz, plane.rgb, view, float(plane.pixel_size[0]))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b)) and not a[2].all()
     assert m.shape == (H, W) and np.all(m[~valid] == 0)
     fl, _, valid2 = render_view(pc.xyz, flow, view, pc.pixel_size, fill=True)
     assert fl.shape == (H, W, 2) and np.array_equal(valid, valid2)

@@ -66,7 +66,8 @@ def test_mp4_uint8_input_and_errors(tmp_path):
 def test_png_frames_round_trip(tmp_path):
     frames = make_frames(3, 33, 21)
     paths = write_png_frames(frames, tmp_path / "png")
-    assert [p.name for p in paths] == ["frame_0000.png", "frame_0001.png", "frame_0002.png"]
+    assert [p.name for p in paths] == ["0000.png", "0001.png", "0002.png"]
+    assert write_png_frames(frames[:1], tmp_path / "png", prefix="f_")[0].name == "f_0000.png"
     for f, p in zip(frames, paths):
         back = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)[..., ::-1]
         assert back.dtype == np.uint8 and back.shape == (21, 33, 3)
