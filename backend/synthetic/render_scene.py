@@ -1,0 +1,184 @@
+"""Blender side of the synthetic scenes: build, ray-cast and render one scene from a spec JSON.
+
+Run as ``python -m backend.synthetic.render_scene SPEC.json`` in an environment with ``bpy``; the
+backend never imports this module. The spec (written by ``backend.synthetic.scene``) holds the
+terrain heights, texture velocities, camera and every render job; this script only executes it:
+
+* ``raycast``: per pixel of the hero camera, the hit's camera-space depth, the object's pass
+  index (1 = moving) and the hit point (world), saved as ``raycast.npz``;
+* ``renders``: a list of {"file", "c2w_blender" (4x4), "time"} rendered with Cycles on the CPU.
+
+Textures move by shifting the Mapping node's Location by ``-velocity * time`` (object space =
+world space here: the objects are neither rotated nor scaled), so a texture feature moves at
+``velocity`` world units per frame on its surface.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def _material(bpy, name: str, kind: str, params: dict):
+    """Procedural material: noise texture -> colour ramp -> diffuse (terrain, water) or emission (sky)."""
+    mat = bpy.data.materials.new(name)
+    mat.use_nodes = True
+    nt = mat.node_tree
+    for n in list(nt.nodes):
+        nt.nodes.remove(n)
+    out = nt.nodes.new("ShaderNodeOutputMaterial")
+    coord = nt.nodes.new("ShaderNodeTexCoord")
+    mapping = nt.nodes.new("ShaderNodeMapping")
+    mapping.name = "Mapping"
+    noise = nt.nodes.new("ShaderNodeTexNoise")
+    noise.inputs["Scale"].default_value = params["scale"]
+    noise.inputs["Detail"].default_value = params.get("detail", 4.0)
+    noise.inputs["Roughness"].default_value = params.get("roughness", 0.55)
+    if "W" in noise.inputs:
+        noise.noise_dimensions = "3D"
+    ramp = nt.nodes.new("ShaderNodeValToRGB")
+    els = ramp.color_ramp.elements
+    els[0].position, els[1].position = params["ramp_pos"]
+    els[0].color = (*params["color_a"], 1.0)
+    els[1].color = (*params["color_b"], 1.0)
+    nt.links.new(coord.outputs["Object"], mapping.inputs["Vector"])
+    nt.links.new(mapping.outputs["Vector"], noise.inputs["Vector"])
+    nt.links.new(noise.outputs["Fac"], ramp.inputs["Fac"])
+    if kind == "emission":
+        sh = nt.nodes.new("ShaderNodeEmission")
+        sh.inputs["Strength"].default_value = params.get("strength", 1.0)
+        nt.links.new(ramp.outputs["Color"], sh.inputs["Color"])
+    else:
+        sh = nt.nodes.new("ShaderNodeBsdfDiffuse")
+        nt.links.new(ramp.outputs["Color"], sh.inputs["Color"])
+    nt.links.new(sh.outputs[0], out.inputs["Surface"])
+    return mat
+
+
+def _grid_mesh(bpy, name: str, grid: np.ndarray):
+    """A quad mesh from a (ny, nx, 3) grid of world-space vertices."""
+    ny, nx = grid.shape[:2]
+    verts = grid.reshape(-1, 3).tolist()
+    faces = []
+    for i in range(ny - 1):
+        for j in range(nx - 1):
+            a = i * nx + j
+            faces.append((a, a + 1, a + nx + 1, a + nx))
+    mesh = bpy.data.meshes.new(name)
+    mesh.from_pydata(verts, [], faces)
+    mesh.update()
+    obj = bpy.data.objects.new(name, mesh)
+    bpy.context.scene.collection.objects.link(obj)
+    return obj
+
+
+def build(bpy, spec: dict):
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    scene.render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = int(spec["samples"])
+    scene.cycles.use_denoising = False
+    scene.cycles.seed = int(spec["seed"])
+    scene.cycles.max_bounces = 0  # direct sun light only: no indirect-light noise in the ground truth
+    scene.render.threads_mode = "FIXED"
+    scene.render.threads = int(spec.get("threads", 2))
+    scene.render.resolution_x, scene.render.resolution_y = spec["width"], spec["height"]
+    scene.render.resolution_percentage = 100
+    scene.render.image_settings.file_format = "PNG"
+    scene.render.image_settings.color_mode = "RGB"
+    scene.view_settings.view_transform = "Standard"
+    scene.render.film_transparent = False
+    world = bpy.data.worlds.new("World")
+    world.color = (0.0, 0.0, 0.0)
+    scene.world = world
+
+    terrain = _grid_mesh(bpy, "terrain", np.array(spec["terrain"]["grid"]))
+    terrain.data.materials.append(_material(bpy, "terrain", "diffuse", spec["materials"]["terrain"]))
+    terrain.pass_index = 0
+    movers = {}
+    for name in ("water", "sky"):
+        o = spec[name]
+        obj = _grid_mesh(bpy, name, np.array(o["grid"]))
+        obj.data.materials.append(_material(bpy, name, "emission" if name == "sky" else "diffuse", spec["materials"][name]))
+        obj.pass_index = 1
+        movers[name] = (obj, np.array(o["velocity"], float))
+
+    sun_data = bpy.data.lights.new("sun", "SUN")
+    sun_data.energy = spec["sun"]["energy"]
+    sun_data.angle = 0.0
+    sun = bpy.data.objects.new("sun", sun_data)
+    sun.rotation_euler = spec["sun"]["rotation"]
+    scene.collection.objects.link(sun)
+
+    cam_data = bpy.data.cameras.new("cam")
+    cam_data.lens = spec["camera"]["lens"]
+    cam_data.sensor_width = spec["camera"]["sensor"]
+    cam_data.sensor_fit = "HORIZONTAL"
+    cam_data.clip_start, cam_data.clip_end = 0.05, 1000.0
+    cam = bpy.data.objects.new("cam", cam_data)
+    scene.collection.objects.link(cam)
+    scene.camera = cam
+    return scene, cam, movers
+
+
+def set_time(movers: dict, time: float) -> None:
+    for obj, vel in movers.values():
+        node = obj.data.materials[0].node_tree.nodes["Mapping"]
+        node.inputs["Location"].default_value = tuple((-vel * time).tolist())
+
+
+def raycast(bpy, scene, spec: dict) -> dict:
+    """Depth (camera z), pass index and world hit point for every hero pixel centre."""
+    from mathutils import Vector
+
+    W, H = spec["width"], spec["height"]
+    K = np.array(spec["K"])
+    c2w = np.array(spec["hero_c2w_blender"])
+    u, v = np.meshgrid(np.arange(W) + 0.5, np.arange(H) + 0.5)
+    rays_cv = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1)  # z = 1
+    rays_bl = rays_cv * np.array([1.0, -1.0, -1.0])  # OpenCV camera -> Blender camera axes
+    dirs = rays_bl @ c2w[:3, :3].T
+    origin = Vector(c2w[:3, 3].tolist())
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    depth = np.full((H, W), np.inf)
+    index = np.zeros((H, W), np.int32)
+    hit = np.zeros((H, W, 3))
+    for y in range(H):
+        for x in range(W):
+            d = dirs[y, x]
+            n = float(np.linalg.norm(d))
+            ok, loc, _nrm, _fi, obj, _m = scene.ray_cast(depsgraph, origin, Vector((d / n).tolist()))
+            if ok:
+                p = np.array(loc)
+                hit[y, x] = p
+                depth[y, x] = float((p - c2w[:3, 3]) @ (-c2w[:3, 2]))  # along the view axis (Blender -Z)
+                index[y, x] = obj.pass_index
+    return {"depth": depth, "index": index, "hit": hit}
+
+
+def main(argv: list[str]) -> int:
+    import bpy
+
+    spec_path = Path(argv[0])
+    spec = json.loads(spec_path.read_text())
+    out = spec_path.parent
+    scene, cam, movers = build(bpy, spec)
+    from mathutils import Matrix
+
+    cam.matrix_world = Matrix(spec["hero_c2w_blender"])
+    set_time(movers, 0.0)
+    rc = raycast(bpy, scene, spec)
+    np.savez(out / "raycast.npz", **rc)
+    for job in spec["renders"]:
+        cam.matrix_world = Matrix(job["c2w_blender"])
+        set_time(movers, float(job["time"]))
+        scene.render.filepath = str(out / job["file"])
+        bpy.ops.render.render(write_still=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
