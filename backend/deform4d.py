@@ -37,6 +37,10 @@ class DeformConfig:
     time_resolution: int = 0  # samples over tau in [-N, N]; 0 = N + 1 (one per two frames)
     hidden: int = 64
     margin: float = 0.05  # bounding-box padding, as a fraction of its size
+    # Residual bounds (tanh) at |tau| = N: a stray gradient cannot fling a Gaussian off the scene.
+    max_shift: float = 0.25  # fraction of the moving region's extent
+    max_log_scale: float = 1.0
+    max_rot: float = 0.5  # quaternion residual per component (unit quaternions)
 
 
 class HexPlane(nn.Module):
@@ -140,7 +144,11 @@ class Deformation4D(nn.Module):
         """(dx (P,3) world units, dq (P,4) added to wxyz, ds (P,3) added to log-scales)."""
         h = self.trunk(self.planes(self.normalise(x0, tau)))
         gate = (tau / self.n_frames)[:, None]
-        return gate * self.extent * self.head_pos(h), gate * self.head_rot(h), gate * self.head_scale(h)
+        c = self.config
+        dx = (c.max_shift * self.extent) * torch.tanh(self.head_pos(h))
+        dq = c.max_rot * torch.tanh(self.head_rot(h))
+        ds = c.max_log_scale * torch.tanh(self.head_scale(h))
+        return gate * dx, gate * dq, gate * ds
 
     def regularisers(self) -> dict[str, Tensor]:
         return self.planes.regularisers()

@@ -34,7 +34,7 @@ class Train4DConfig:
     w_tv: float = 2e-4  # 4D-GS's plane TV weight
     w_time_smooth: float = 1e-3
     w_time_l1: float = 1e-4
-    p_input_view: float = 0.5  # probability of sampling the input view (else a side view)
+    p_input_view: float = 0.7  # probability of sampling the input view (else a side view)
     deform: DeformConfig = field(default_factory=DeformConfig)
 
 
@@ -137,6 +137,7 @@ def train_4d(
         return side_cache[(v, t)]
 
     losses: list[float] = []
+    skipped = 0
     t_loop = time.perf_counter()
     report_every = max(1, iters // 50)
     for it in range(iters):
@@ -153,6 +154,9 @@ def train_4d(
         loss = (photometric_loss(render, target, lambda_dssim=cfg.lambda_dssim)
                 + cfg.w_tv * reg["tv"] + cfg.w_time_smooth * reg["time_smooth"] + cfg.w_time_l1 * reg["time_l1"])
         opt.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):  # one bad sample must not poison Adam's moments
+            skipped += 1
+            continue
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
