@@ -110,17 +110,18 @@ def _rel(path: str) -> str:
     return path
 
 
-def _usd_start(path: Path) -> float:
-    """startTimeCode of a .usda (text); binary files are assumed to start at 0."""
+def _usd_start(path: Path, res: dict) -> float:
+    """Time code of the first frame: startTimeCode of a .usda, else result.json's usd_frame_start,
+    else 1 (the backend writes frame k at time code 1 + k)."""
     if path.suffix.lower() == ".usda":
         head = path.open("r", errors="replace").read(4096)
         m = re.search(r"startTimeCode\s*=\s*([-0-9.eE]+)", head)
         if m:
             return float(m.group(1))
-    return 0.0
+    return float(res.get("usd_frame_start", 1.0))
 
 
-def _import_usd(context, path: Path):
+def _import_usd(context, path: Path, res: dict):
     before = set(bpy.data.objects)
     ret = bpy.ops.wm.usd_import(filepath=str(path), relative_path=bool(bpy.data.filepath), set_frame_range=False,
                                 import_cameras=False, import_lights=False, import_materials=False,
@@ -140,7 +141,7 @@ def _import_usd(context, path: Path):
             cf = mod.cache_file
             cf.filepath = _rel(str(path))
             # USD time code t is shown at scene frame t + offset: put code start at frame_start.
-            cf.frame_offset = context.scene.frame_start - _usd_start(path)
+            cf.frame_offset = context.scene.frame_start - _usd_start(path, res)
     return obj
 
 
@@ -235,7 +236,7 @@ def import_result(context, directory: str | Path, source: str = "auto", size: fl
     obj = None
     try:
         if use_usd:
-            obj = _import_usd(context, usd)
+            obj = _import_usd(context, usd, res)
             points = -1
         else:
             obj, points = _import_ply(context, plys)

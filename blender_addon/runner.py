@@ -84,6 +84,16 @@ def backend_env(root: str) -> dict:
     return env
 
 
+def new_log_path(folder: Path) -> Path:
+    """A fresh log name per run, so an error message's log is never overwritten by the next run."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for i in range(1000):
+        cand = Path(folder) / f"backend-{stamp}{'-' + str(i) if i else ''}.log"
+        if not cand.exists():
+            return cand
+    return Path(folder) / f"backend-{stamp}-{os.getpid()}.log"
+
+
 class BackendRun:
     """One backend process; ``events`` receives dicts, the last one is {"event": "exit"}."""
 
@@ -194,7 +204,7 @@ class BackendRun:
         """(ok, message) once finished: ok means result.json exists and the backend said done."""
         st = self.state
         if st.cancelled:
-            return False, f"Cancelled. Log: {self.log_path}"
+            return False, f"Cancelled. Full log: {self.log_path}"
         result = Path(st.result_path) if st.result_path else self.out_dir / "result.json"
         if st.returncode == 0 and not st.error and result.is_file():
             return True, str(result)

@@ -30,7 +30,7 @@ def start_run(context) -> runner.BackendRun:
     job = job_writer.build_job(scene, folder, device_default=prefs.device)
     job_path = job_writer.write_job(job, folder / "job.json")
     run = runner.BackendRun(preferences.resolved_python(prefs), preferences.resolved_root(prefs), job_path,
-                            folder / "out", folder / "backend.log")
+                            folder / "out", runner.new_log_path(folder))
     props = scene.loopscape
     props.running, props.progress, props.stage, props.last_error = True, 0.0, "starting", ""
     props.log_tail, props.log_path = "", str(run.log_path)

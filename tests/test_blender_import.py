@@ -43,6 +43,10 @@ SCENE.view_settings.look = "None"
 r.image_settings.file_format = "PNG"
 r.image_settings.color_mode = "RGB"
 world = bpy.data.worlds.new("black"); world.color = (0, 0, 0); SCENE.world = world
+if world.node_tree is not None:  # new worlds come with a grey Background node
+    for node in world.node_tree.nodes:
+        if node.type == "BACKGROUND":
+            node.inputs["Color"].default_value = (0, 0, 0, 1)
 SCENE.frame_start = 1
 
 OUT["bad_folder"] = call(bpy.ops.loopscape.import_result, directory=ARGS["bad_dir"])
