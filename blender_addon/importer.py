@@ -71,7 +71,7 @@ def remove_previous(scene) -> int:
                     coll.remove(data)
                     break
         if cache is not None and cache.users == 0:
-            bpy.data.cache_files.remove(cache)
+            bpy.data.batch_remove([cache])  # cache_files has no remove()
     return removed
 
 

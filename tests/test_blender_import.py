@@ -86,14 +86,32 @@ OUT["shot"] = SCENE.camera.name
 # Saved .blend stores the result's paths relative to it.
 bpy.ops.wm.save_as_mainfile(filepath=ARGS["blend"])
 OUT["result_dir_prop"] = SCENE.loopscape.result_dir
+caches = [m.cache_file.filepath for m in obj.modifiers if m.type == "MESH_SEQUENCE_CACHE"]
+OUT["cache_path"] = caches[0] if caches else None
 """
 
 
-@pytest.fixture(scope="module")
-def imported(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("blender_import")
+def _add_usd(res_dir, syn) -> None:
+    """Add the backend's own USD export of the same frames to the result folder."""
+    from backend.usd_export import PointFrame, write_usd_points
+
+    frames = [PointFrame(positions=g["means"].astype(np.float32), opacity=g["opacities"].astype(np.float32),
+                         scales=g["scales"].astype(np.float32), orientations=g["quats"].astype(np.float32),
+                         colors=g["rgb"].astype(np.float32)) for g in syn["frames"]]
+    write_usd_points(res_dir / "scene.usdc", frames, 24.0)
+    meta = json.loads((res_dir / "result.json").read_text())
+    meta["usd"] = "scene.usdc"
+    (res_dir / "result.json").write_text(json.dumps(meta))
+
+
+@pytest.fixture(scope="module", params=["ply", "usd"])
+def imported(request, tmp_path_factory):
+    source = request.param
+    tmp = tmp_path_factory.mktemp(f"blender_import_{source}")
     syn = synthetic_frames(W, H, N)
     res = write_fake_result(tmp / "result", syn)
+    if source == "usd":
+        _add_usd(res, syn)
     K = syn["K"]
     ref_hero = render_reference(syn["frames"][0], K, np.eye(4), W, H)
     side = np.eye(4)
@@ -108,10 +126,10 @@ def imported(tmp_path_factory):
     keep = ROOT / "test_output" / "blender"
     keep.mkdir(parents=True, exist_ok=True)
     for name in ("cycles_hero.png", "cycles_side.png"):
-        shutil.copy(tmp / name, keep / name)
+        shutil.copy(tmp / name, keep / f"{source}_{name}")
     save_png(keep / "backend_hero.png", ref_hero)
     save_png(keep / "backend_side.png", ref_side)
-    return {"out": out, "syn": syn, "tmp": tmp, "ref_hero": ref_hero, "ref_side": ref_side}
+    return {"out": out, "syn": syn, "tmp": tmp, "ref_hero": ref_hero, "ref_side": ref_side, "source": source}
 
 
 def test_import_builds_one_animated_point_cloud(imported):
@@ -121,7 +139,11 @@ def test_import_builds_one_animated_point_cloud(imported):
     assert out["import1"] == out["import2"] == "FINISHED"
     assert out["n_results"] == 1 and out["n_parents"] == 1, "re-import must replace, not stack"
     assert out["type"] == "POINTCLOUD"
-    assert out["modifiers"] == ["Loopscape Frame", "Loopscape Splats"]
+    if imported["source"] == "usd":
+        assert out["modifiers"][-1] == "Loopscape Splats" and len(out["modifiers"]) == 2
+        assert out["cache_path"].startswith("//"), "the USD cache path must be relative to the .blend"
+    else:
+        assert out["modifiers"] == ["Loopscape Frame", "Loopscape Splats"]
     assert out["parent_is_parent"] and out["parent_err"] < 1e-5
     assert out["instances"] == len(imported["syn"]["frames"][0]["means"])
     assert out["result_dir_prop"].startswith("//"), "paths must be relative to the saved .blend"
@@ -157,7 +179,7 @@ def test_cycles_render_from_hero_matches_backend_render(imported):
     cyc = load_png(imported["tmp"] / "cycles_hero.png")
     value = psnr(cyc, imported["ref_hero"])
     shifted = psnr(np.roll(cyc, 2, axis=1), imported["ref_hero"])
-    print(f"hero PSNR {value:.2f} dB (2 px shifted: {shifted:.2f} dB)")
+    print(f"{imported['source']} hero PSNR {value:.2f} dB (2 px shifted: {shifted:.2f} dB)")
     assert value >= 25.0
     assert value > shifted + 3.0, "the metric must be sensitive to a 2-pixel misalignment"
 
@@ -168,6 +190,6 @@ def test_cycles_render_along_side_path_matches_backend_render(imported):
     cyc = load_png(imported["tmp"] / "cycles_side.png")
     value = psnr(cyc, imported["ref_side"])
     wrong = psnr(cyc, render_reference(imported["syn"]["frames"][N - 1], imported["syn"]["K"], np.eye(4), W, H))
-    print(f"side PSNR {value:.2f} dB (vs hero pose: {wrong:.2f} dB)")
+    print(f"{imported['source']} side PSNR {value:.2f} dB (vs hero pose: {wrong:.2f} dB)")
     assert value >= 25.0
     assert value > wrong + 2.0, "the side camera must differ measurably from the hero view"
