@@ -213,7 +213,7 @@ class BackendRun:
         last = ""
         if not st.error and st.log_tail:
             last = f" Last output: {st.log_tail[-1]}"
-        return False, f"Backend failed: {reason}.{last} Full log: {self.log_path}"
+        return False, f"Backend failed: {reason.rstrip('. ')}.{last} Full log: {self.log_path}"
 
 
 def _parse(line: str) -> dict | None:
