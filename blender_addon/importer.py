@@ -186,6 +186,8 @@ def _import_ply(context, paths: list[Path]):
     obj = bpy.data.objects.new("Loopscape Splats", mesh)
     context.scene.collection.objects.link(obj)
     _convert_to_pointcloud(context, obj)
+    if mesh.users == 0:  # the conversion leaves the source mesh behind; free its memory now
+        bpy.data.meshes.remove(mesh)
     return obj, n
 
 
