@@ -234,6 +234,9 @@ def import_result(context, directory: str | Path, source: str = "auto", size: fl
     n_frames = int(res.get("frames") or len(plys) or 1)
 
     hero = ensure_hero(scene, res)
+    # Re-import keeps where the artist placed (moved/scaled) the previous result.
+    old_parent = next((o for o in scene.objects if o.get(PARENT_TAG)), None)
+    placement = old_parent.matrix_world.copy() if old_parent is not None else None
     remove_previous(scene)
     obj = None
     try:
@@ -250,7 +253,8 @@ def import_result(context, directory: str | Path, source: str = "auto", size: fl
         parent[PARENT_TAG] = True
         scene.collection.objects.link(parent)
         s = scene.loopscape.scene_scale
-        parent.matrix_world = hero_matrix(scene, hero) @ camera_math.CV_FLIP @ Matrix.Diagonal((s, s, s, 1.0))
+        parent.matrix_world = placement if placement is not None else (
+            hero_matrix(scene, hero) @ camera_math.CV_FLIP @ Matrix.Diagonal((s, s, s, 1.0)))
         obj.parent = parent
         obj.matrix_parent_inverse = Matrix.Identity(4)
         obj.matrix_basis = Matrix.Identity(4)  # the USD importer's up-axis/unit fix does not apply here

@@ -90,6 +90,9 @@ class LOOPSCAPE_OT_mask_import(_NeedsPhoto, bpy.types.Operator, ImportHelper):
             except mask_io.MaskFileError as exc:
                 self.report({"ERROR"}, str(exc))
                 return {"CANCELLED"}
+            # A labelme file describes the whole motion set: it replaces earlier arrows and pins.
+            props.hints.clear()
+            props.anchors.clear()
             for start, end in hints:
                 item = props.hints.add()
                 item.start, item.end = start, end

@@ -88,6 +88,16 @@ bpy.ops.wm.save_as_mainfile(filepath=ARGS["blend"])
 OUT["result_dir_prop"] = SCENE.loopscape.result_dir
 caches = [m.cache_file.filepath for m in obj.modifiers if m.type == "MESH_SEQUENCE_CACHE"]
 OUT["cache_path"] = caches[0] if caches else None
+# The artist places the scene; a re-import keeps that placement and still replaces the object.
+p = [o for o in SCENE.objects if o.get("loopscape_result_parent")][0]
+p.location.x += 1.0
+p.scale = (2.0, 2.0, 2.0)
+placed = [list(r) for r in p.matrix_world]
+OUT["import3"] = call(bpy.ops.loopscape.import_result, directory=ARGS["result"])
+p = [o for o in SCENE.objects if o.get("loopscape_result_parent")]
+OUT["placement_kept"] = len(p) == 1 and all(abs(a - b) < 1e-5 for ra, rb in zip(placed, p[0].matrix_world)
+                                            for a, b in zip(ra, rb))
+OUT["n_results3"] = len([o for o in SCENE.objects if o.get("loopscape_result")])
 """
 
 
@@ -147,6 +157,7 @@ def test_import_builds_one_animated_point_cloud(imported):
     assert out["parent_is_parent"] and out["parent_err"] < 1e-5
     assert out["instances"] == len(imported["syn"]["frames"][0]["means"])
     assert out["result_dir_prop"].startswith("//"), "paths must be relative to the saved .blend"
+    assert out["import3"] == "FINISHED" and out["placement_kept"] and out["n_results3"] == 1
 
 
 def test_each_frame_shows_exactly_that_frames_points(imported):
