@@ -235,6 +235,7 @@ def import_result(context, directory: str | Path, source: str = "auto", size: fl
 
     hero = ensure_hero(scene, res)
     # Re-import keeps where the artist placed (moved/scaled) the previous result.
+    context.view_layer.update()  # matrix_world is stale right after the artist edits location/scale
     old_parent = next((o for o in scene.objects if o.get(PARENT_TAG)), None)
     placement = old_parent.matrix_world.copy() if old_parent is not None else None
     remove_previous(scene)

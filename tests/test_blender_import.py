@@ -92,6 +92,7 @@ OUT["cache_path"] = caches[0] if caches else None
 p = [o for o in SCENE.objects if o.get("loopscape_result_parent")][0]
 p.location.x += 1.0
 p.scale = (2.0, 2.0, 2.0)
+bpy.context.view_layer.update()
 placed = [list(r) for r in p.matrix_world]
 OUT["import3"] = call(bpy.ops.loopscape.import_result, directory=ARGS["result"])
 p = [o for o in SCENE.objects if o.get("loopscape_result_parent")]
