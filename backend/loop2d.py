@@ -1,0 +1,105 @@
+"""Looping 2D animation of the input view from an Eulerian flow (symmetric splatting).
+
+The flow F (px/frame) is a static velocity field: a pixel at x moves to x + F(x) in one frame.
+Euler integration gives the displacement after k frames, D_k(x0) = D_{k-1}(x0) + F(x0 + D_{k-1}(x0)).
+
+A loop of N frames blends two splats of the still image: forward from frame 0 with D_t of +F,
+and backward from frame N with D_{N-t} of -F, with weights 1 - t/N and t/N. At t = 0 only the
+unmoved forward copy counts and at t = N only the unmoved backward copy, so frame N equals
+frame 0 bit for bit and the video loops. Both splats accumulate into one buffer with bilinear
+kernels and are normalised once; pixels nothing lands on fall back to the still image, and
+pixels outside the mask are the still image, unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+HOLE_WEIGHT = 1e-3  # accumulated splat weight below which a masked pixel shows the still image
+
+
+@dataclass
+class Loop2D:
+    frames: np.ndarray  # (n_frames, H, W, 3) float32 (plus frame N when asked: equal to frame 0)
+    forward: np.ndarray  # (n_frames + 1, H, W, 2) displacement after k frames along +F
+    backward: np.ndarray  # (n_frames + 1, H, W, 2) displacement after k frames along -F
+
+
+def euler_integrate(flow: np.ndarray | torch.Tensor, steps: int) -> torch.Tensor:
+    """Displacements (steps + 1, H, W, 2), D_0 = 0, D_{k+1}(x) = D_k(x) + F(x + D_k(x)).
+
+    F is sampled bilinearly (pixel centres at +0.5) and is zero outside the image, so a pixel
+    that leaves the frame stops just outside it.
+    """
+    f = torch.as_tensor(np.asarray(flow) if not isinstance(flow, torch.Tensor) else flow, dtype=torch.float32)
+    H, W = f.shape[:2]
+    field = f.permute(2, 0, 1)[None]  # (1, 2, H, W)
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float32) + 0.5, torch.arange(W, dtype=torch.float32) + 0.5, indexing="ij")
+    base = torch.stack([xs, ys], dim=-1)  # (H, W, 2) pixel centres
+    out = torch.zeros((steps + 1, H, W, 2), dtype=torch.float32)
+    d = torch.zeros((H, W, 2), dtype=torch.float32)
+    norm = torch.tensor([2.0 / W, 2.0 / H])
+    for k in range(steps):
+        pos = base + d
+        grid = (pos * norm - 1.0)[None]  # align_corners=False: -1/+1 are the outer pixel edges
+        step = F.grid_sample(field, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0].permute(1, 2, 0)
+        d = d + step
+        out[k + 1] = d
+    return out
+
+
+def _splat(acc: torch.Tensor, wsum: torch.Tensor, colors: torch.Tensor, pos: torch.Tensor, weight: float, W: int, H: int) -> None:
+    """Add ``colors`` (P, 3) at pixel positions ``pos`` (P, 2) with bilinear kernels times ``weight``."""
+    if weight == 0.0:
+        return
+    x = pos[:, 0] - 0.5
+    y = pos[:, 1] - 0.5
+    x0, y0 = torch.floor(x), torch.floor(y)
+    fx, fy = x - x0, y - y0
+    x0i, y0i = x0.long(), y0.long()
+    for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        xi, yi = x0i + dx, y0i + dy
+        ok = (xi >= 0) & (xi < W) & (yi >= 0) & (yi < H) & (w > 0)
+        idx = yi[ok] * W + xi[ok]
+        ww = w[ok] * weight
+        acc.index_add_(0, idx, colors[ok] * ww[:, None])
+        wsum.index_add_(0, idx, ww)
+
+
+def render_loop_2d(rgb: np.ndarray, flow: np.ndarray, n_frames: int, mask: np.ndarray | None = None,
+                   include_end: bool = False) -> Loop2D:
+    """Frames t = 0 .. n_frames - 1 of the loop (and t = n_frames when ``include_end``).
+
+    ``flow`` (H, W, 2) px/frame is used only inside ``mask`` (default: where it is non-zero);
+    pixels outside the mask keep the input colour exactly.
+    """
+    if n_frames < 1:
+        raise ValueError("render_loop_2d needs at least one frame")
+    img = torch.as_tensor(np.asarray(rgb, np.float32))
+    H, W = img.shape[:2]
+    fl = np.asarray(flow, np.float32)
+    m = (np.linalg.norm(fl, axis=2) > 0) if mask is None else np.asarray(mask, bool)
+    fl = fl * m[..., None]
+    fwd = euler_integrate(fl, n_frames)
+    bwd = euler_integrate(-fl, n_frames)
+    mt = torch.as_tensor(m).reshape(-1)
+    src = img.reshape(-1, 3)[mt]
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float32) + 0.5, torch.arange(W, dtype=torch.float32) + 0.5, indexing="ij")
+    base = torch.stack([xs, ys], dim=-1).reshape(-1, 2)[mt]
+    still = img.reshape(-1, 3)
+    count = n_frames + 1 if include_end else n_frames
+    frames = np.empty((count, H, W, 3), np.float32)
+    for t in range(count):
+        alpha = t / n_frames
+        acc = torch.zeros((H * W, 3))
+        wsum = torch.zeros(H * W)
+        _splat(acc, wsum, src, base + fwd[t].reshape(-1, 2)[mt], 1.0 - alpha, W, H)
+        _splat(acc, wsum, src, base + bwd[n_frames - t].reshape(-1, 2)[mt], alpha, W, H)
+        filled = wsum > HOLE_WEIGHT
+        out = torch.where(filled[:, None], acc / wsum.clamp(min=HOLE_WEIGHT)[:, None], still)
+        out = torch.where(mt[:, None], out, still)  # static pixels: the input, untouched
+        frames[t] = out.reshape(H, W, 3).numpy()
+    return Loop2D(frames=frames, forward=fwd.numpy(), backward=bwd.numpy())
