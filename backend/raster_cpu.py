@@ -110,6 +110,17 @@ def _pixel_pairs(means2d: Tensor, radii: Tensor, ids: Tensor, width: int, height
     return ids[local_gid], py * width + px
 
 
+def _pair_alpha(rows: Tensor, pix: Tensor, width: int, dt: torch.dtype) -> Tensor:
+    """gsplat's alpha for (Gaussian row, pixel) pairs; rows = [mean2d(2), conic(3), opacity(1)]."""
+    px = (pix % width).to(dt) + 0.5
+    py = torch.div(pix, width, rounding_mode="floor").to(dt) + 0.5
+    dx = px - rows[:, 0]
+    dy = py - rows[:, 1]
+    sigma = 0.5 * (rows[:, 2] * dx * dx + rows[:, 4] * dy * dy) + rows[:, 3] * dx * dy
+    alpha = torch.clamp_max(rows[:, 5] * torch.exp(-sigma), ALPHA_MAX)
+    return torch.where(sigma >= 0, alpha, torch.zeros_like(alpha))
+
+
 def rasterize_cpu(
     means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
     viewmat: Tensor, K: Tensor, width: int, height: int,
@@ -123,43 +134,49 @@ def rasterize_cpu(
     npix = width * height
 
     ids = torch.nonzero(proj["visible"]).squeeze(1)
-    gid, pix = _pixel_pairs(means2d, proj["radii"], ids, width, height)
-
-    px = (pix % width).to(dt) + 0.5
-    py = torch.div(pix, width, rounding_mode="floor").to(dt) + 0.5
-    d = torch.stack([px, py], -1) - means2d[gid]
-    cn = conics[gid]
-    sigma = 0.5 * (cn[:, 0] * d[:, 0] ** 2 + cn[:, 2] * d[:, 1] ** 2) + cn[:, 1] * d[:, 0] * d[:, 1]
-    alpha = torch.clamp_max(opacities[gid] * torch.exp(-sigma), ALPHA_MAX)
-    keep = (sigma >= 0) & (alpha >= ALPHA_MIN)
-    gid, pix, alpha = gid[keep], pix[keep], alpha[keep]
-
     info = {"means2d": means2d, "radii": proj["radii"], "depths": z, "visible": proj["visible"]}
+    # One packed per-Gaussian table, so each pair needs one gather (and backward one scatter).
+    table = torch.cat([means2d, conics, opacities[:, None]], 1)
+
+    # Pass 1, no autograd: enumerate pairs, drop those below the alpha cut, sort by (pixel, depth)
+    # and find gsplat's early stop. Only the surviving pairs enter the differentiable pass.
+    with torch.no_grad():
+        gid, pix = _pixel_pairs(means2d, proj["radii"], ids, width, height)
+        alpha = _pair_alpha(table.detach()[gid], pix, width, dt)
+        keep = alpha >= ALPHA_MIN
+        gid, pix, alpha = gid[keep], pix[keep], alpha[keep]
+        rank = torch.empty(len(z), dtype=torch.long, device=dev)
+        rank[torch.argsort(z.detach(), stable=True)] = torch.arange(len(z), device=dev)
+        order = torch.argsort(pix * len(z) + rank[gid])
+        gid, pix, alpha = gid[order], pix[order], alpha[order]
+        if gid.numel():
+            log1m = torch.log1p(-alpha.to(torch.float64))
+            first = torch.ones_like(pix, dtype=torch.bool)
+            first[1:] = pix[1:] != pix[:-1]
+            incl = torch.cumsum(log1m, 0)
+            seg_start = torch.nonzero(first).squeeze(1)
+            seg = torch.cumsum(first.long(), 0) - 1
+            t_after = torch.exp(incl - (incl - log1m)[seg_start][seg])
+            contributes = t_after > T_MIN  # monotone within a pixel: exactly gsplat's early stop
+            gid, pix = gid[contributes], pix[contributes]
+
     if gid.numel() == 0:
         zeros = torch.zeros(height, width, 1, dtype=dt, device=dev)
         return torch.zeros(height, width, D, dtype=dt, device=dev) + 0 * colors.sum(), zeros, zeros, info
 
-    # Sort by pixel, then front to back (gsplat sorts by the camera z of the mean).
-    with torch.no_grad():
-        rank = torch.empty(len(z), dtype=torch.long, device=dev)
-        rank[torch.argsort(z.detach())] = torch.arange(len(z), device=dev)
-        order = torch.argsort(pix * len(z) + rank[gid])
-    gid, pix, alpha = gid[order], pix[order], alpha[order]
-
-    # Transmittance per pair by a segmented cumulative sum of log(1 - alpha), in float64.
-    log1m = torch.log1p(-alpha.to(torch.float64))
-    incl = torch.cumsum(log1m, 0)
+    # Pass 2, differentiable, on the contributing pairs only (their order is kept).
+    alpha = _pair_alpha(table[gid], pix, width, dt)
     with torch.no_grad():
         first = torch.ones_like(pix, dtype=torch.bool)
         first[1:] = pix[1:] != pix[:-1]
         seg = torch.cumsum(first.long(), 0) - 1
         seg_start = torch.nonzero(first).squeeze(1)
-    base = (incl - log1m)[seg_start][seg]
-    t_after = torch.exp(incl - base)
-    t_before = torch.exp(incl - log1m - base)
-    with torch.no_grad():
-        contributes = t_after > T_MIN  # monotone within a pixel, so this is gsplat's early stop
-    w = (alpha.to(torch.float64) * t_before).to(dt) * contributes.to(dt)
+    # Transmittance by a segmented cumulative sum of log(1 - alpha), in float64 for precision.
+    log1m = torch.log1p(-alpha.to(torch.float64))
+    incl = torch.cumsum(log1m, 0)
+    excl = incl - log1m
+    t_before = torch.exp(excl - excl[seg_start][seg])
+    w = (alpha.to(torch.float64) * t_before).to(dt)
 
     rgb = torch.zeros(npix, D, dtype=dt, device=dev).index_add(0, pix, w[:, None] * colors[gid])
     acc = torch.zeros(npix, dtype=dt, device=dev).index_add(0, pix, w)

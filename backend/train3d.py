@@ -52,7 +52,7 @@ def preset_config(quality: str, n_points: int) -> TrainConfig:
     if quality == "preview":
         return TrainConfig(iters=60, refine_start=10_000)
     if quality == "draft":
-        return TrainConfig(iters=200, refine_start=60, refine_every=60, refine_stop=150, reset_every=10_000)
+        return TrainConfig(iters=150, refine_start=50, refine_every=50, refine_stop=101, reset_every=10_000)
     if quality == "final":
         return TrainConfig(iters=3000, refine_start=300, refine_every=100, refine_stop=2000, reset_every=1000,
                            max_gaussians=max(2 * n_points, 200_000))

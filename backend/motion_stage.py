@@ -1,0 +1,71 @@
+"""The motion half of the pipeline: per-view flows, 3D-MOM, the 2D input-view loop, 4D Gaussians."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from backend.camera import Camera
+from backend.events import EventSink
+from backend.stage_cache import StageCache, make_key
+
+
+def run_motion(job, img, cam: Camera, points, views, gaussians, inputs, preset, device: torch.device,
+               events: EventSink, timer, metrics: dict, cache: StageCache, g_key: str):
+    """Return the looping Gaussians (LoopedGaussians) and fill ``metrics`` with the motion figures."""
+    from backend.flow_views import estimate_view_flows, input_view_flow
+    from backend.loop2d import render_loop_2d
+    from backend.mom3d import Motion3D, optimize_3d_motion
+    from backend.motion_field import VelocityField, loop_gaussians
+
+    H, W = img.rgb.shape[:2]
+    moving = inputs.mask.reshape(-1)[points.pixel]
+    motion_key = make_key(g_key, [h.__dict__ for h in inputs.hints], inputs.anchors, float(inputs.speed),
+                          None if inputs.flow is None else float(np.abs(inputs.flow).sum()), job.mom3d,
+                          preset.mom3d_iters)
+
+    with timer.stage("flows"):
+        vf = estimate_view_flows(points.xyz, moving, points.pixel_size, views.cameras, inputs, views.images)
+        flow0 = input_view_flow(inputs, img.rgb)
+
+    with timer.stage("mom3d"):
+        if job.mom3d:
+            motion = cache.get_or_compute("mom3d", motion_key, lambda: optimize_3d_motion(
+                points.xyz, moving, views.cameras, vf, iters=preset.mom3d_iters, device=str(device), events=events))
+        else:
+            motion = _input_view_motion(points.xyz, moving, cam, flow0)
+        for k, v in motion.metrics.items():
+            metrics[k] = round(float(v), 5) if isinstance(v, (float, np.floating)) else v
+        metrics["requested_speed_px_mean"] = round(float(np.linalg.norm(flow0[inputs.mask], axis=-1).mean()), 4)
+
+    with timer.stage("loop2d"):
+        loop2d = render_loop_2d(img.rgb, flow0, job.frames, mask=inputs.mask)
+        frames2d = loop2d.frames if hasattr(loop2d, "frames") else loop2d
+
+    with timer.stage("gaussians4d"):
+        field = VelocityField(motion.velocity_map(H, W), cam, inputs.mask, device)
+        if preset.iters_4d == 0:
+            loop = loop_gaussians(gaussians, field, job.frames)
+        else:
+            from backend.train4d import train_4d
+
+            side = [c for i, c in enumerate(views.cameras) if i != 0][:: max(1, (len(views.cameras) - 1) // 4)][:4]
+            loop, report = train_4d(gaussians, field, cam, side, frames2d, job.frames, preset.iters_4d, device, events,
+                                    mask=inputs.mask, seed=job.seed)
+            metrics["train4d_psnr_preview"] = round(report.psnr_preview, 3)
+            metrics["train4d_psnr_trained"] = round(report.psnr_trained, 3)
+            metrics["train4d_loss_first"] = round(float(np.mean(report.loss_curve[:10])), 5)
+            metrics["train4d_loss_last"] = round(float(np.mean(report.loss_curve[-10:])), 5)
+            metrics["loop_closure_psnr"] = round(report.loop_closure_psnr, 3)
+        metrics["n_gaussians_per_frame"] = loop.n_gaussians
+    return loop
+
+
+def _input_view_motion(xyz: np.ndarray, moving: np.ndarray, cam: Camera, flow0: np.ndarray):
+    """The "without 3D-MOM" ablation: the input view's 2D flow lifted at each point's depth, no multi-view fit."""
+    from backend.flow_views import sample_bilinear, unproject
+    from backend.mom3d import Motion3D
+
+    uv, z = cam.project(xyz.astype(np.float64))
+    f = sample_bilinear(flow0, uv) * moving[:, None]
+    vel = (unproject(cam, uv + f, z) - xyz).astype(np.float32) * moving[:, None]
+    return Motion3D(vel, moving, {"mom3d": False})

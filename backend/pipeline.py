@@ -1,0 +1,299 @@
+"""The orchestrator: runs the stages of a job, caches their artifacts, writes the result atomically.
+
+Every output is first written into a private staging folder inside OUT. Only when every stage
+has succeeded are the files moved into OUT, and ``result.json`` is written last; a failed or
+cancelled run removes its staging folder and leaves an earlier result untouched.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from backend import __version__
+from backend.atomic import atomic_write_json
+from backend.camera import DEFAULT_FOV_DEG, Camera, intrinsics_from_fov
+from backend.errors import LoopscapeError
+from backend.events import EventSink
+from backend.job import JobSpec
+from backend.stage_cache import StageCache, file_digest, make_key
+
+RESULT_NAME = "result.json"
+USD_FRAME_START = 1  # Blender's first frame; the importer reads it from result.json
+
+
+@dataclass(frozen=True)
+class QualityPreset:
+    n_views: int
+    iters_4d: int  # 0 = explicit (preview) motion, no network training
+    mom3d_iters: int
+
+
+QUALITY_PRESETS = {
+    "preview": QualityPreset(n_views=9, iters_4d=0, mom3d_iters=1500),
+    "draft": QualityPreset(n_views=13, iters_4d=150, mom3d_iters=3000),
+    "final": QualityPreset(n_views=25, iters_4d=3000, mom3d_iters=5000),
+}
+
+
+class StageTimer:
+    def __init__(self, events: EventSink) -> None:
+        self.events = events
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.events.progress(name, 0.0)
+        t0 = time.perf_counter()
+        yield
+        self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 3)
+        self.events.progress(name, 1.0, seconds=self.timings[name])
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "cuda":
+        if not torch.cuda.is_available():
+            raise LoopscapeError("CUDA was requested but torch sees no CUDA device.",
+                                 "Use --device cpu (or auto), or install a CUDA build of torch on a machine with an NVIDIA GPU.")
+        return torch.device("cuda")
+    if requested == "auto" and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def configure_threads() -> int:
+    """Use half the cores (at least one) for torch's CPU kernels unless LOOPSCAPE_THREADS says otherwise.
+
+    torch's OpenMP workers spin while they wait; when other processes (Blender itself, a second
+    job) share the cores, using all of them made training up to ten times slower here.
+    """
+    env = os.environ.get("LOOPSCAPE_THREADS")
+    n = int(env) if env and env.isdigit() and int(env) > 0 else max(1, min(8, (os.cpu_count() or 2) // 2))
+    torch.set_num_threads(n)
+    return n
+
+
+def prepare_out_dir(out: Path) -> Path:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise LoopscapeError(f"Cannot write to the output folder {out} ({exc.strerror or exc}).",
+                             "Choose a folder you can write to with --out.") from exc
+    return out
+
+
+def input_camera(job: JobSpec, original_size: tuple[int, int], working_size: tuple[int, int]) -> Camera:
+    """The photo's camera at the working resolution, from the job's K (input pixels) or a field of view."""
+    W, H = working_size
+    cam = job.camera or {}
+    if "K" in cam:
+        cw, ch = int(cam["width"]), int(cam["height"])
+        ow, oh = original_size
+        if abs(cw / ch - ow / oh) > 0.01 * ow / oh:
+            raise LoopscapeError(f"The job's camera is {cw}x{ch} but the photo is {ow}x{oh}; their aspect ratios differ.",
+                                 "Match the render resolution to the photo (the Blender add-on's Photo panel does this).")
+        return Camera(np.array(cam["K"], dtype=np.float64), cw, ch).scaled(W, H)
+    return Camera(intrinsics_from_fov(W, H, float(cam.get("fov_deg", DEFAULT_FOV_DEG))), W, H)
+
+
+def run_job(job: JobSpec, out: Path, events: EventSink, use_cache: bool = True) -> Path:
+    """Run every stage of ``job`` and return the path of the finished ``result.json``."""
+    out = prepare_out_dir(Path(out).resolve())
+    device = resolve_device(job.device)
+    threads = configure_threads()
+    events.log(f"torch uses {threads} CPU thread(s); set LOOPSCAPE_THREADS to change", stage="setup")
+    torch.manual_seed(job.seed)
+    np.random.seed(job.seed)
+    staging = out / f".staging-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    try:
+        result = _run_stages(job, out, staging, device, events, StageCache(out / "work" / "cache", use_cache))
+        return _publish(staging, out, result)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(staging: Path, out: Path, result: dict) -> Path:
+    """Move the staged files into OUT, then write result.json last (atomically)."""
+    result_path = out / RESULT_NAME
+    result_path.unlink(missing_ok=True)  # while files are swapped, OUT must not look complete
+    for item in staging.iterdir():
+        target = out / item.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        os.replace(item, target)
+    atomic_write_json(result_path, result)
+    return result_path
+
+
+def _run_stages(job: JobSpec, out: Path, staging: Path, device: torch.device, events: EventSink,
+                cache: StageCache) -> dict:
+    from backend.depth import DepthSpec, estimate_depth
+    from backend.gaussians import from_points
+    from backend.image_input import load_image, save_png
+    from backend.lift import lift_to_points
+    from backend.multiview import synthesize_views, training_cameras
+    from backend.train3d import TrainViews, preset_config, train_gaussians
+
+    timer = StageTimer(events)
+    preset = QUALITY_PRESETS[job.quality]
+    metrics: dict = {}
+    events.log(f"device {device}, quality {job.quality}, {job.frames} frames", stage="setup")
+
+    with timer.stage("load"):
+        image_path = job.resolve(job.image)
+        img = load_image(image_path, job.max_side)
+        W, H = img.size
+        save_png(staging / "input.png", img.rgb)
+        cam = input_camera(job, img.original_size, (W, H))
+        motion_inputs = None
+        if job.has_motion:
+            from backend.motion_inputs import load_motion_inputs
+
+            motion_inputs = load_motion_inputs(
+                (W, H), img.original_size, mask_path=job.resolve(job.mask), labelme_path=job.resolve(job.labelme),
+                flow_path=job.resolve(job.flow), hints=job.hints, anchors=job.anchors, speed=job.speed, events=events)
+    image_key = make_key(file_digest(image_path), W, H)
+
+    with timer.stage("depth"):
+        depth_source = job.depth
+        depth_file = None
+        if depth_source not in ("auto", "model", "prior"):
+            depth_file = job.resolve(depth_source)
+            depth_source = str(depth_file)
+        spec = DepthSpec(source=depth_source, kind=job.depth_kind, model=job.depth_model, device=str(device))
+        depth_key = make_key(image_key, job.depth, job.depth_kind, job.depth_model, file_digest(depth_file))
+        depth = cache.get_or_compute("depth", depth_key, lambda: estimate_depth(img.rgb, spec, events))
+        metrics["depth_source"] = depth.source
+
+    with timer.stage("lift"):
+        points = lift_to_points(img.rgb, depth.depth, cam)
+        moving_pts = motion_inputs.mask.reshape(-1)[points.pixel] if motion_inputs is not None else None
+
+    with timer.stage("multiview"):
+        cameras = training_cameras(cam, scene_scale=1.0, n_views=preset.n_views)
+        mv_key = make_key(depth_key, cam.to_dict(), preset.n_views)
+        views = cache.get_or_compute(
+            "multiview", mv_key, lambda: synthesize_views(points.xyz, points.rgb, points.pixel_size, cameras, events))
+        metrics["hole_fraction_mean"] = round(float(views.hole_fractions()[1:].mean()) if len(views) > 1 else 0.0, 4)
+
+    with timer.stage("gaussians3d"):
+        init = from_points(points.xyz, points.rgb, points.pixel_size * 0.3, opacity=0.9, moving=moving_pts)
+        cfg = preset_config(job.quality, len(points))
+        cfg.seed = job.seed
+        tv = TrainViews(views.cameras, torch.as_tensor(views.images, device=device),
+                        torch.as_tensor(views.valid, device=device))
+        g_key = make_key(mv_key, job.quality, job.seed, None if moving_pts is None else int(moving_pts.sum()),
+                         file_digest(job.resolve(job.mask)), file_digest(job.resolve(job.labelme)), str(device))
+
+        def train():
+            g, rep = train_gaussians(init, tv, cfg, scene_scale=1.0, events=events)
+            return g.to("cpu"), rep
+
+        gaussians, report = cache.get_or_compute("gaussians3d", g_key, train)
+        gaussians = gaussians.to(device)
+        metrics["train_psnr_input_view"] = round(report.psnr_input_view, 3)
+        metrics["train_psnr_synth_mean"] = round(report.psnr_synth_mean, 3)
+        metrics["train_psnr_per_view"] = [round(p, 3) for p in report.psnr_per_view]
+        metrics["n_gaussians"] = report.n_gaussians
+
+    loop = None
+    if motion_inputs is not None:
+        from backend.motion_stage import run_motion
+
+        loop = run_motion(job, img, cam, points, views, gaussians, motion_inputs, preset, device, events, timer,
+                          metrics, cache, g_key)
+
+    with timer.stage("render"):
+        path_cams = _camera_path(job, cam)
+        frames_rgb = _render_path(gaussians, loop, path_cams, job.frames, device, events)
+
+    with timer.stage("export"):
+        result = _export(job, staging, gaussians, loop, frames_rgb, cam, events)
+
+    result.update({
+        "backend_version": __version__,
+        "input_image": "input.png",
+        "camera": {"K": cam.K.tolist(), "width": cam.width, "height": cam.height},
+        "frames": job.frames if loop is not None else len(result["ply_frames"]),
+        "fps": job.fps,
+        "quality": job.quality,
+        "device": str(device),
+        "timings": timer.timings,
+        "metrics": metrics,
+        "warnings": list(events.warnings),
+        "cache_hits": cache.hits,
+        "job": job.to_dict(),
+    })
+    return result
+
+
+def _camera_path(job: JobSpec, cam: Camera) -> list[Camera]:
+    from backend.camera_paths import PRESETS, load_path_json, preset_path
+
+    if isinstance(job.path, str) and job.path in PRESETS:
+        return preset_path(job.path, cam, n_frames=job.frames, scale=1.0)
+    src = job.resolve(job.path) if isinstance(job.path, str) else job.path
+    if isinstance(src, Path) and not src.is_file():
+        raise LoopscapeError(f"Camera path file not found: {src}.", "Pass a preset name or an existing path JSON.")
+    return load_path_json(src, cam.width, cam.height)
+
+
+def _render_path(gaussians, loop, cams: list[Camera], n_frames: int, device, events: EventSink) -> list[np.ndarray]:
+    """Frame i of the video uses camera i of the path and loop time i mod N."""
+    bg = torch.zeros(3, device=device)
+    out = []
+    with torch.no_grad():
+        for i, c in enumerate(cams):
+            g = loop.frame(i % loop.n_frames) if loop is not None else gaussians
+            rgb = g.render(c, background=bg).rgb.clamp(0, 1)
+            out.append((rgb.cpu().numpy() * 255 + 0.5).astype(np.uint8))
+            events.progress("render", (i + 1) / len(cams))
+    return out
+
+
+def _export(job: JobSpec, staging: Path, gaussians, loop, frames_rgb: list[np.ndarray], cam: Camera,
+            events: EventSink) -> dict:
+    from backend.ply_io import write_gaussians_ply
+    from backend.video import write_mp4, write_png_frames
+
+    ply_dir = staging / "ply"
+    ply_dir.mkdir()
+    frame_sets = loop.frames()[: loop.n_frames] if loop is not None else [gaussians]
+    ply_paths = []
+    for i, g in enumerate(frame_sets):
+        p = ply_dir / f"frame_{i:04d}.ply"
+        write_gaussians_ply(p, g.to("cpu"))
+        ply_paths.append(f"ply/{p.name}")
+        events.progress("export", 0.8 * (i + 1) / len(frame_sets))
+    result: dict = {"ply_frames": ply_paths}
+    write_mp4(frames_rgb, staging / "video.mp4", job.fps)
+    result["video"] = "video.mp4"
+    if job.png_frames:
+        paths = write_png_frames(frames_rgb, staging / "frames")
+        result["png_frames"] = [Path(p).relative_to(staging).as_posix() for p in paths]
+    result["usd"] = None
+    try:
+        from backend.usd_export import gaussians_to_frame, write_usd_points
+    except ImportError:  # usd-core missing: PLY frames remain the exchange format
+        events.warning("usd-core is not installed, so no USD was written; Blender will import the PLY frames.")
+    else:
+        write_usd_points(staging / "scene.usdc", [gaussians_to_frame(g.to("cpu")) for g in frame_sets], job.fps,
+                         frame_start=USD_FRAME_START)
+        result["usd"] = "scene.usdc"
+        result["usd_frame_start"] = USD_FRAME_START
+    return result
