@@ -84,12 +84,14 @@ def make_demo_scene(width: int = 512, height: int = 320, seed: int = 7) -> DemoS
 
     mask = water | ((clouds > 0.05) & ~far_m & ~near_m)
     mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8)) > 0
-    hints = [
-        {"start": [0.20 * W, 0.85 * H], "end": [0.40 * W, 0.85 * H], "speed": None},
-        {"start": [0.60 * W, 0.72 * H], "end": [0.80 * W, 0.72 * H], "speed": None},
-        {"start": [0.75 * W, 0.18 * H], "end": [0.62 * W, 0.18 * H], "speed": None},
-        {"start": [0.30 * W, 0.25 * H], "end": [0.17 * W, 0.25 * H], "speed": None},
-    ]
+    # Water flows right, clouds drift left; each arrow starts on the nearest masked pixel.
+    wanted = [((0.20, 0.85), 0.20), ((0.60, 0.72), 0.20), ((0.75, 0.18), -0.13), ((0.30, 0.25), -0.13)]
+    my, mx = np.nonzero(mask)
+    hints = []
+    for (fx, fy), dx in wanted:
+        k = int(np.argmin((mx - fx * W) ** 2 + (my - fy * H) ** 2))
+        x0, y0 = float(mx[k]) + 0.5, float(my[k]) + 0.5
+        hints.append({"start": [x0, y0], "end": [x0 + dx * W, y0], "speed": None})
     return DemoScene(np.clip(img, 0, 1).astype(np.float32), depth.astype(np.float32), mask, hints, W, H)
 
 

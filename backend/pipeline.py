@@ -211,11 +211,11 @@ def _run_stages(job: JobSpec, out: Path, staging: Path, device: torch.device, ev
         metrics["train_psnr_per_view"] = [round(p, 3) for p in report.psnr_per_view]
         metrics["n_gaussians"] = report.n_gaussians
 
-    loop = None
+    loop = input_frames = None
     if motion_inputs is not None:
         from backend.motion_stage import run_motion
 
-        loop = run_motion(job, img, cam, points, views, gaussians, motion_inputs, preset, device, events, timer,
+        loop, input_frames = run_motion(job, img, cam, points, views, gaussians, motion_inputs, preset, device, events, timer,
                           metrics, cache, g_key)
 
     with timer.stage("render"):
@@ -224,6 +224,11 @@ def _run_stages(job: JobSpec, out: Path, staging: Path, device: torch.device, ev
 
     with timer.stage("export"):
         result = _export(job, staging, gaussians, loop, frames_rgb, cam, events)
+        if input_frames is not None:
+            from backend.video import write_mp4
+
+            write_mp4(input_frames[:-1], staging / "input_view.mp4", job.fps)
+            result["input_view_video"] = "input_view.mp4"
 
     result.update({
         "backend_version": __version__,

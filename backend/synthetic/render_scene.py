@@ -32,6 +32,7 @@ def _material(bpy, name: str, kind: str, params: dict):
     coord = nt.nodes.new("ShaderNodeTexCoord")
     mapping = nt.nodes.new("ShaderNodeMapping")
     mapping.name = "Mapping"
+    mapping.inputs["Scale"].default_value = tuple(params.get("mapping_scale", (1.0, 1.0, 1.0)))
     noise = nt.nodes.new("ShaderNodeTexNoise")
     noise.inputs["Scale"].default_value = params["scale"]
     noise.inputs["Detail"].default_value = params.get("detail", 4.0)
@@ -125,9 +126,15 @@ def build(bpy, spec: dict):
 
 
 def set_time(movers: dict, time: float) -> None:
+    """Shift each mover's texture so a feature travels ``vel * time`` world units.
+
+    The Mapping node (type POINT) computes ``S * p + L``; the feature at texture coordinate c sits
+    at ``p = (c - L) / S``, so ``L = -S * vel * time`` moves it by exactly ``vel * time``.
+    """
     for obj, vel in movers.values():
         node = obj.data.materials[0].node_tree.nodes["Mapping"]
-        node.inputs["Location"].default_value = tuple((-vel * time).tolist())
+        scale = np.array(node.inputs["Scale"].default_value[:], float)
+        node.inputs["Location"].default_value = tuple((-scale * vel * time).tolist())
 
 
 def raycast(bpy, scene, spec: dict) -> dict:
