@@ -47,21 +47,30 @@ def test_scene_layout_and_determinism_inputs(scene):
     assert np.abs(a - b).mean() < 1.0
 
 
-def test_true_flow_matches_motion_in_renders(scene):
-    """On the cloud backdrop, warping frame 0 by the analytic flow predicts frame 2 better than no
-    motion and than DIS's own flow.
+def _regions(out):
+    mask = cv2.imread(str(out / "mask.png"), cv2.IMREAD_GRAYSCALE) > 127
+    depth = np.load(out / "depth.npy")
+    sky = depth > np.percentile(depth, 90) * 0.99  # the backdrop: the farthest surface
+    inner = cv2.erode(mask.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    return mask, inner & sky, inner & ~sky
 
-    Known gap: on the water the renders move less than the analytic flow says (see the report),
-    so this check covers the sky only until that is resolved.
+
+@pytest.mark.parametrize("region", ["sky", "water"])
+def test_true_flow_matches_motion_in_renders(scene, region):
+    """Warping frame 0 by the analytic flow predicts frame 2 better than no motion and than DIS's
+    own flow, and DIS measures the analytic speed, on the clouds and on the water.
+
+    Regression: the water used to be a lit diffuse surface whose Monte-Carlo grain (fixed Cycles
+    seed) was a static pattern: DIS read 0.33 px/frame there against 0.86 px/frame true (at
+    128x96; the water check below failed with ratio ~0.4 before the fix).
     """
     out, _ = scene
     f0 = cv2.imread(str(out / "gt" / "hero" / "0000.png")).astype(np.float32)
     f2 = cv2.imread(str(out / "gt" / "hero" / "0002.png")).astype(np.float32)
     gt = np.load(out / "motion.npy")[0].transpose(1, 2, 0)
-    mask = cv2.imread(str(out / "mask.png"), cv2.IMREAD_GRAYSCALE) > 127
-    inner = cv2.erode(mask.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
-    depth = np.load(out / "depth.npy")
-    inner &= depth > np.percentile(depth, 90) * 0.99  # the backdrop: the farthest surface
+    mask, sky, water = _regions(out)
+    inner = sky if region == "sky" else water
+    assert inner.sum() > 200
     h, w = gt.shape[:2]
     u, v = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
 
@@ -70,11 +79,26 @@ def test_true_flow_matches_motion_in_renders(scene):
         return float(np.abs(pred - f2)[inner].mean())
 
     meas = dis_flow(f0[:, :, ::-1].astype(np.uint8), f2[:, :, ::-1].astype(np.uint8)) / 2
-    assert residual(gt) < 0.7 * residual(np.zeros_like(gt))
-    assert residual(gt) <= residual(meas) * 1.05
+    if region == "sky":  # smooth clouds: a warp by the true flow predicts frame 2 (on the grazing,
+        # vertically compressed water, bilinear warping error swamps a 1.7-px shift; DIS checks it below)
+        assert residual(gt) < 0.7 * residual(np.zeros_like(gt))
+        assert residual(gt) <= residual(meas) * 1.05
+    else:  # the speed grows towards the camera as the analytic flow says, row band by row band
+        rows = np.nonzero(inner.any(1))[0]
+        near, far = inner.copy(), inner.copy()
+        near[: rows[len(rows) * 2 // 3]] = False
+        far[rows[len(rows) // 3]:] = False
+        for band in (near, far):
+            g, m = np.linalg.norm(gt[band], axis=-1).mean(), np.linalg.norm(meas[band], axis=-1).mean()
+            assert abs(m - g) < 0.15 * g + 0.03, (m, g)
+    # DIS reads the true speed (it under-reads smooth, slow clouds a little) and direction
+    ratio = np.linalg.norm(meas[inner], axis=-1).mean() / np.linalg.norm(gt[inner], axis=-1).mean()
+    assert (0.7 if region == "sky" else 0.85) < ratio < 1.15, ratio
+    cos = (meas[inner] * gt[inner]).sum(-1) / np.maximum(np.linalg.norm(meas[inner], axis=-1) * np.linalg.norm(gt[inner], axis=-1), 1e-9)
+    assert cos.mean() > 0.9
     # static terrain does not move
     still = ~cv2.dilate(mask.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
-    assert np.abs(f0 - f2)[still].mean() < 2.0
+    assert np.abs(f0 - f2)[still].mean() < 1.0
 
 
 def test_novel_view_moves_with_parallax(scene):

@@ -8,9 +8,10 @@ terrain heights, texture velocities, camera and every render job; this script on
   index (1 = moving) and the hit point (world), saved as ``raycast.npz``;
 * ``renders``: a list of {"file", "c2w_blender" (4x4), "time"} rendered with Cycles on the CPU.
 
-Textures move by shifting the Mapping node's Location by ``-velocity * time`` (object space =
-world space here: the objects are neither rotated nor scaled), so a texture feature moves at
-``velocity`` world units per frame on its surface.
+Textures move by shifting the Mapping node's Location by ``-scale * velocity * time`` (object
+space = world space here: the objects are neither rotated nor scaled), so a texture feature moves
+at ``velocity`` world units per frame on its surface. Shading is noise-free emission (see
+``_material``): Monte-Carlo grain would be a static pattern under a fixed sampling seed.
 """
 from __future__ import annotations
 
@@ -21,8 +22,16 @@ from pathlib import Path
 import numpy as np
 
 
-def _material(bpy, name: str, kind: str, params: dict):
-    """Procedural material: noise texture -> colour ramp -> diffuse (terrain, water) or emission (sky)."""
+def _material(bpy, name: str, kind: str, params: dict, sun_dir: tuple = (0.0, 0.0, 1.0)):
+    """Procedural material: noise texture -> colour ramp -> a noise-free emission shader.
+
+    ``kind`` "emission" is self-lit (the sky); "lit" fakes Lambert sun shading inside the shader
+    (strength = ambient + (1 - ambient) * max(N . sun, 0)) instead of using a real light. Why: a
+    lit diffuse surface carries Monte-Carlo grain, and with Cycles' fixed sampling seed that grain
+    is the SAME in every frame, a static pattern stuck to the pixel grid; at our sub-pixel
+    per-frame speeds optical flow locks onto it and the water seemed to barely move (0.33 px
+    measured vs 0.86 px true per frame on seed 3). Emission has no light sampling, so no grain.
+    """
     mat = bpy.data.materials.new(name)
     mat.use_nodes = True
     nt = mat.node_tree
@@ -47,13 +56,30 @@ def _material(bpy, name: str, kind: str, params: dict):
     nt.links.new(coord.outputs["Object"], mapping.inputs["Vector"])
     nt.links.new(mapping.outputs["Vector"], noise.inputs["Vector"])
     nt.links.new(noise.outputs["Fac"], ramp.inputs["Fac"])
-    if kind == "emission":
-        sh = nt.nodes.new("ShaderNodeEmission")
-        sh.inputs["Strength"].default_value = params.get("strength", 1.0)
-        nt.links.new(ramp.outputs["Color"], sh.inputs["Color"])
+    sh = nt.nodes.new("ShaderNodeEmission")
+    nt.links.new(ramp.outputs["Color"], sh.inputs["Color"])
+    strength = float(params.get("strength", 1.0))
+    if kind == "lit":
+        ambient = float(params.get("ambient", 0.35))
+        geo = nt.nodes.new("ShaderNodeNewGeometry")
+        dot = nt.nodes.new("ShaderNodeVectorMath")
+        dot.operation = "DOT_PRODUCT"
+        dot.inputs[1].default_value = tuple(sun_dir)
+        nt.links.new(geo.outputs["Normal"], dot.inputs[0])
+        clamp = nt.nodes.new("ShaderNodeMath")
+        clamp.operation = "MAXIMUM"
+        clamp.inputs[1].default_value = 0.0
+        nt.links.new(dot.outputs["Value"], clamp.inputs[0])
+        shade = nt.nodes.new("ShaderNodeMath")
+        shade.operation = "MULTIPLY_ADD"
+        shade.inputs[1].default_value = strength * (1.0 - ambient)
+        shade.inputs[2].default_value = strength * ambient
+        nt.links.new(clamp.outputs["Value"], shade.inputs[0])
+        nt.links.new(shade.outputs["Value"], sh.inputs["Strength"])
+    elif kind == "emission":
+        sh.inputs["Strength"].default_value = strength
     else:
-        sh = nt.nodes.new("ShaderNodeBsdfDiffuse")
-        nt.links.new(ramp.outputs["Color"], sh.inputs["Color"])
+        raise ValueError(f"unknown synthetic shader kind '{kind}'")
     nt.links.new(sh.outputs[0], out.inputs["Surface"])
     return mat
 
@@ -83,7 +109,7 @@ def build(bpy, spec: dict):
     scene.cycles.samples = int(spec["samples"])
     scene.cycles.use_denoising = False
     scene.cycles.seed = int(spec["seed"])
-    scene.cycles.max_bounces = 0  # direct sun light only: no indirect-light noise in the ground truth
+    scene.cycles.max_bounces = 0  # every surface is emissive (see _material): nothing to bounce
     scene.render.threads_mode = "FIXED"
     scene.render.threads = int(spec.get("threads", 2))
     scene.render.resolution_x, scene.render.resolution_y = spec["width"], spec["height"]
@@ -96,23 +122,20 @@ def build(bpy, spec: dict):
     world.color = (0.0, 0.0, 0.0)
     scene.world = world
 
+    from mathutils import Euler, Vector
+
+    sun_dir = tuple(Euler(spec["sun"]["rotation"], "XYZ").to_matrix() @ Vector((0.0, 0.0, 1.0)))  # towards the sun
     terrain = _grid_mesh(bpy, "terrain", np.array(spec["terrain"]["grid"]))
-    terrain.data.materials.append(_material(bpy, "terrain", "diffuse", spec["materials"]["terrain"]))
+    terrain.data.materials.append(_material(bpy, "terrain", "lit", spec["materials"]["terrain"], sun_dir))
     terrain.pass_index = 0
     movers = {}
     for name in ("water", "sky"):
         o = spec[name]
         obj = _grid_mesh(bpy, name, np.array(o["grid"]))
-        obj.data.materials.append(_material(bpy, name, "emission" if name == "sky" else "diffuse", spec["materials"][name]))
+        kind = "emission" if name == "sky" else "lit"
+        obj.data.materials.append(_material(bpy, name, kind, spec["materials"][name], sun_dir))
         obj.pass_index = 1
         movers[name] = (obj, np.array(o["velocity"], float))
-
-    sun_data = bpy.data.lights.new("sun", "SUN")
-    sun_data.energy = spec["sun"]["energy"]
-    sun_data.angle = 0.0
-    sun = bpy.data.objects.new("sun", sun_data)
-    sun.rotation_euler = spec["sun"]["rotation"]
-    scene.collection.objects.link(sun)
 
     cam_data = bpy.data.cameras.new("cam")
     cam_data.lens = spec["camera"]["lens"]

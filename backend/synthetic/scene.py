@@ -104,7 +104,7 @@ def draw_params(seed: int) -> SceneParams:
     materials = {
         "terrain": {"scale": float(rng.uniform(0.2, 0.4)), "ramp_pos": [0.35, 0.7],
                     "color_a": [0.10 + hue, 0.22, 0.06], "color_b": [0.42, 0.36 + hue, 0.22]},
-        "water": {"scale": float(rng.uniform(0.6, 1.0)), "detail": 6.0, "ramp_pos": [0.3, 0.75],
+        "water": {"scale": float(rng.uniform(0.6, 1.0)), "detail": 2.0, "ramp_pos": [0.3, 0.75],
                   "color_a": [0.02, 0.10, 0.22 + hue], "color_b": [0.55, 0.70, 0.85]},
         "sky": {"scale": float(rng.uniform(0.03, 0.05)), "ramp_pos": [0.4, 0.7], "strength": 1.0,
                 "color_a": [0.25, 0.45 + hue, 0.85], "color_b": [0.95, 0.95, 0.97]},
