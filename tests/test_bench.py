@@ -1,0 +1,34 @@
+"""Benchmark: a tiny sweep in fresh subprocesses writes a CSV with per-stage time and memory and a plot."""
+import csv
+
+import numpy as np
+
+from backend.bench import main, scaling_exponent
+
+
+def test_scaling_exponent():
+    x = [100.0, 400.0, 1600.0]
+    assert abs(scaling_exponent(x, [3 * v ** 1.5 for v in x]) - 1.5) < 1e-9
+    assert np.isnan(scaling_exponent([1.0], [2.0]))
+
+
+def test_tiny_bench_writes_csv_and_plot(tmp_path):
+    out = tmp_path / "bench"
+    assert main(["--sizes", "32", "48", "--frames", "4", "--loop-lengths", "4", "8", "--device", "cpu", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out / "bench.csv")))
+    sizes = {r["size"] for r in rows}
+    assert sizes == {"32", "48"}
+    for size in ("32", "48"):
+        stages = {r["stage"]: r for r in rows if r["size"] == size and r["frames"] == "4"}
+        for s in ("load", "depth", "gaussians3d", "mom3d", "render", "export", "total"):
+            assert s in stages, s
+        total = float(stages["total"]["seconds"])
+        assert total > 0 and sum(float(r["seconds"]) for k, r in stages.items() if k != "total") <= total * 1.05
+        assert 50 < float(stages["total"]["peak_rss_mb"]) < 8000  # a real process peak, in MB
+        assert all(float(r["peak_rss_mb"]) <= float(stages["total"]["peak_rss_mb"]) + 1 for r in stages.values())
+    # more pixels -> more Gaussians
+    n = {r["size"]: int(r["n_gaussians"]) for r in rows if r["stage"] == "total"}
+    assert n["48"] > n["32"]
+    assert any(r["frames"] == "8" for r in rows)  # the loop-length run
+    assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG" and (out / "bench.png").stat().st_size > 5000
+    assert "pixels^" in (out / "bench.md").read_text()
