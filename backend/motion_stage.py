@@ -66,16 +66,19 @@ def run_motion(job, img, cam: Camera, points, views, gaussians, inputs, preset, 
     return loop, input_frames
 
 
+def loop_end_frame(loop):
+    """Frame N built from its own advected state (not wrapped to frame 0), so loop closure can be checked."""
+    n = loop.n_frames
+    return loop.assemble(n, loop.means[n], None if loop.quats is None else loop.quats[n],
+                         None if loop.log_scales is None else loop.log_scales[n])
+
+
 def _input_view_loop(loop, cam: Camera, device: torch.device, events: EventSink) -> np.ndarray:
-    """Render frames 0..N (frame N built from its own state, not wrapped) at the input camera."""
+    """Render frames 0..N at the input camera (frame N from its own state)."""
     frames = []
     with torch.no_grad():
         for t in range(loop.n_frames + 1):
-            if t == loop.n_frames:  # built from its own state, so the check can fail
-                g = loop.assemble(t, loop.means[t], None if loop.quats is None else loop.quats[t],
-                                  None if loop.log_scales is None else loop.log_scales[t])
-            else:
-                g = loop.frame(t)
+            g = loop_end_frame(loop) if t == loop.n_frames else loop.frame(t)
             frames.append(g.render(cam, background=torch.zeros(3, device=device)).rgb.clamp(0, 1).cpu().numpy())
             events.progress("validate", (t + 1) / (loop.n_frames + 1))
     return np.stack(frames)

@@ -286,6 +286,13 @@ def _export(job: JobSpec, staging: Path, gaussians, loop, frames_rgb: list[np.nd
         ply_paths.append(f"ply/{p.name}")
         events.progress("export", 0.8 * (i + 1) / len(frame_sets))
     result: dict = {"ply_frames": ply_paths}
+    if loop is not None:
+        # Frame N is not part of the sequence (it equals frame 0); it is exported so anyone can
+        # check the loop closure with their own renderer.
+        from backend.motion_stage import loop_end_frame
+
+        write_gaussians_ply(ply_dir / "loop_end.ply", loop_end_frame(loop).to("cpu"))
+        result["ply_loop_end"] = "ply/loop_end.ply"
     write_mp4(frames_rgb, staging / "video.mp4", job.fps)
     result["video"] = "video.mp4"
     if job.png_frames:
