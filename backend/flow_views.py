@@ -21,9 +21,9 @@ import numpy as np
 from backend.camera import Camera
 from backend.errors import LoopscapeError
 from backend.motion_inputs import MotionInputs
+from backend.multiview import render_points_zbuffer
 
 ZTEST_REL = 0.03  # a point is visible when its depth is within 3 % of the z-buffer depth
-MAX_FOOTPRINT_PX = 4.0  # half-size cap of a point's square footprint (keeps the splat cheap)
 
 
 class FlowEstimator(Protocol):
@@ -87,61 +87,6 @@ class ViewFlows:
     depth: np.ndarray  # (V, H, W) float32 camera z of the visible surface (inf where none)
 
 
-def render_points_zbuffer(xyz: np.ndarray, values: np.ndarray, camera: Camera,
-                          point_size: float | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Nearest-point z-buffer: each point covers a square of side point_size * f / z pixels.
-
-    Returns ``image`` (H, W, C) values of the nearest point, ``depth`` (H, W) (inf where empty)
-    and ``valid`` (H, W) bool. Used until/unless ``backend.multiview`` provides its own.
-    """
-    xyz = np.asarray(xyz, np.float64)
-    values = np.asarray(values, np.float32).reshape(len(xyz), -1)
-    W, H = camera.width, camera.height
-    uv, z = camera.project(xyz)
-    f = float(np.sqrt(camera.K[0, 0] * camera.K[1, 1]))
-    size = np.broadcast_to(np.asarray(point_size, np.float64), z.shape)
-    ok = (z > 1e-6) & np.isfinite(uv).all(1)
-    half = np.clip(0.5 * size * f / np.where(ok, z, 1.0), 0.5, MAX_FOOTPRINT_PX)
-    idx = np.nonzero(ok)[0]
-    u, v, hz = uv[idx, 0], uv[idx, 1], half[idx]
-    r = int(np.ceil(hz.max())) if len(idx) else 0
-    cand_pix, cand_pt = [], []
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            # pixel (floor(u)+dx, floor(v)+dy) is covered when its centre lies within the footprint;
-            # the offset (0, 0) always counts so every point lands somewhere
-            px = np.floor(u).astype(np.int64) + dx
-            py = np.floor(v).astype(np.int64) + dy
-            inside = (np.abs(px + 0.5 - u) <= hz) & (np.abs(py + 0.5 - v) <= hz) if (dx or dy) else np.ones_like(u, bool)
-            inside &= (px >= 0) & (px < W) & (py >= 0) & (py < H)
-            cand_pix.append(py[inside] * W + px[inside])
-            cand_pt.append(idx[inside])
-    pix = np.concatenate(cand_pix) if cand_pix else np.zeros(0, np.int64)
-    pt = np.concatenate(cand_pt) if cand_pt else np.zeros(0, np.int64)
-    order = np.lexsort((z[pt], pix))  # by pixel, then nearest first
-    pix, pt = pix[order], pt[order]
-    first = np.ones(len(pix), bool)
-    first[1:] = pix[1:] != pix[:-1]
-    pix, pt = pix[first], pt[first]
-    image = np.zeros((H * W, values.shape[1]), np.float32)
-    depth = np.full(H * W, np.inf, np.float32)
-    image[pix] = values[pt]
-    depth[pix] = z[pt]
-    valid = np.zeros(H * W, bool)
-    valid[pix] = True
-    return image.reshape(H, W, -1), depth.reshape(H, W), valid.reshape(H, W)
-
-
-def _renderer():
-    """The shared z-buffer renderer from ``backend.multiview`` when it exists, else ours."""
-    try:
-        from backend.multiview import render_points_zbuffer as shared  # type: ignore[attr-defined]
-
-        return shared
-    except ImportError:
-        return render_points_zbuffer
-
-
 def unproject(camera: Camera, uv: np.ndarray, z: np.ndarray) -> np.ndarray:
     """Pixels (N, 2) at camera depth z (N,) to world points (N, 3)."""
     uv = np.asarray(uv, np.float64).reshape(-1, 2)
@@ -178,7 +123,6 @@ def estimate_view_flows(points_xyz: np.ndarray, point_moving: np.ndarray, point_
                         cameras: Sequence[Camera], inputs: MotionInputs, images: np.ndarray | None = None,
                         estimator: FlowEstimator | None = None, input_index: int = 0) -> ViewFlows:
     """Masks and 2D flows for every camera; ``cameras[input_index]`` is the input camera."""
-    render = _renderer()
     est = estimator or HintFlowEstimator()
     xyz = np.asarray(points_xyz, np.float64)
     moving = np.asarray(point_moving, bool)
@@ -193,7 +137,7 @@ def estimate_view_flows(points_xyz: np.ndarray, point_moving: np.ndarray, point_
         f0 = sample_bilinear(inputs.flow, uv0) * moving[:, None]
         per_point_end = unproject(cam0, uv0 + f0, z0)
     else:
-        _, depth0, valid0 = render(xyz, moving[:, None].astype(np.float32), cam0, point_size)
+        _, depth0, valid0 = render_points_zbuffer(xyz, moving[:, None].astype(np.float32), cam0, point_size)
         hint_xy, hint_vel = inputs.hint_arrays()
         hz = _depth_at(depth0, valid0, hint_xy)
         hint_s3 = unproject(cam0, hint_xy, hz)
@@ -214,11 +158,11 @@ def estimate_view_flows(points_xyz: np.ndarray, point_moving: np.ndarray, point_
             uv_s, _ = cam.project(xyz)
             uv_e, _ = cam.project(per_point_end)
             vals = np.concatenate([moving[:, None], (uv_e - uv_s) * moving[:, None]], 1).astype(np.float32)
-            img, depth, valid = render(xyz, vals, cam, point_size)
+            img, depth, valid = render_points_zbuffer(xyz, vals, cam, point_size)
             m = valid & (img[..., 0] > 0.5)
             flows[v] = img[..., 1:3] * m[..., None]
         else:
-            img, depth, valid = render(xyz, moving[:, None].astype(np.float32), cam, point_size)
+            img, depth, valid = render_points_zbuffer(xyz, moving[:, None].astype(np.float32), cam, point_size)
             m = valid & (img[..., 0] > 0.5)
             s_uv, s_z = cam.project(hint_s3)
             e_uv, _ = cam.project(hint_e3)
