@@ -270,6 +270,7 @@ def import_result(context, directory: str | Path, source: str = "auto", size: fl
         splat_mod = obj.modifiers.new("Loopscape Splats", "NODES")
         splat_mod.node_group = splat_nodes.build_splat_group(names, mat)
         _set_input(splat_mod, "Size", size)
+        _set_input(splat_mod, "Hero Focal", _hero_focal(scene, hero, res))
         obj.data.materials.clear()
         obj.data.materials.append(mat)
     except Exception:
@@ -285,12 +286,26 @@ def import_result(context, directory: str | Path, source: str = "auto", size: fl
         scene.render.fps_base = scene.render.fps / float(fps)
     scene.frame_end = scene.frame_start + n_frames - 1
     if hasattr(scene, "cycles"):
-        # Splats stack many transparent layers; Cycles' default of 8 would show holes.
-        scene.cycles.transparent_max_bounces = max(scene.cycles.transparent_max_bounces, 128)
+        # Splats stack many transparent layers; Cycles' default of 8 would show holes. Russian
+        # roulette past min_transparent_bounces ends paths at random behind faint splats: that is
+        # heavy noise (a 1-sample render is ~16 dB from the backend's), so keep every layer.
+        cyc = scene.cycles
+        cyc.transparent_max_bounces = max(cyc.transparent_max_bounces, 128)
+        cyc.min_transparent_bounces = max(cyc.min_transparent_bounces, cyc.transparent_max_bounces)
     props = scene.loopscape
     props.result_dir = _rel(str(d))
     props.result_object = obj
     return ImportReport(obj, parent, "usd" if use_usd else "ply", n_frames, points)
+
+
+def _hero_focal(scene, hero, res: dict) -> float:
+    """Focal length in pixels of the camera the backend trained with (its dilation is in those pixels)."""
+    K = (res.get("camera") or {}).get("K")
+    if K:
+        return float(K[0][0])
+    r = scene.render
+    w, h = r.resolution_x * r.resolution_percentage / 100.0, r.resolution_y * r.resolution_percentage / 100.0
+    return float(camera_math.intrinsics(hero.data, w, h, r.pixel_aspect_x, r.pixel_aspect_y)[0][0])
 
 
 def _set_input(mod, name: str, value) -> None:

@@ -15,8 +15,12 @@ import bpy
 SPLAT_GROUP = "Loopscape Splats"
 FRAME_GROUP = "Loopscape Frame Select"
 MATERIAL = "Loopscape Splat"
-EXTENT = 3.0  # quad half-size in standard deviations (gsplat cuts at <= 3.33 sigma)
+EXTENT = 3.33  # gsplat's largest footprint, in standard deviations per axis
+EPS2D = 0.3  # gsplat's screen-space dilation, px^2
+ALPHA_MIN = 1.0 / 255.0  # gsplat skips fainter contributions
+ALPHA_MAX = 0.999
 UV_ATTR = "ls_uv"
+CONIC_ATTR = "ls_conic"
 FRAME_ATTR = "ls_frame"
 
 
@@ -98,100 +102,155 @@ def build_frame_group(name: str = FRAME_GROUP):
     return ng
 
 
+class _Graph:
+    """Tiny helper that wires math nodes: arguments are sockets or constants."""
+
+    def __init__(self, ng):
+        self.nodes, self.links = ng.nodes, ng.links
+        self.x = -1200
+
+    def node(self, kind, inputs=(), **props):
+        n = _node(self.nodes, kind, (self.x, 0), **props)
+        self.x += 40  # keep the layout roughly left to right
+        for i, v in enumerate(inputs):
+            if v is None:
+                continue
+            if hasattr(v, "is_output"):
+                self.links.new(v, n.inputs[i])
+            else:
+                n.inputs[i].default_value = v
+        return n
+
+    def math(self, op, *args):
+        return self.node("ShaderNodeMath", args, operation=op).outputs[0]
+
+    def vec(self, op, *args, out=0):
+        n = _node(self.nodes, "ShaderNodeVectorMath", (self.x, -300), operation=op)
+        for i, v in enumerate(args):
+            if v is None:
+                continue
+            if hasattr(v, "is_output"):
+                self.links.new(v, n.inputs[i])
+            else:
+                n.inputs[i].default_value = v
+        return n.outputs[out]
+
+    def xyz(self, v):
+        return self.node("ShaderNodeSeparateXYZ", (v,)).outputs
+
+    def combine(self, a, b, c):
+        return self.node("ShaderNodeCombineXYZ", (a, b, c)).outputs[0]
+
+
 def build_splat_group(names: AttrNames, material, name: str = SPLAT_GROUP):
-    """Points -> instanced quads, oriented and scaled per Gaussian, with the splat material."""
+    """Points -> camera-facing quads that reproduce gsplat's screen-space Gaussians.
+
+    gsplat (and our CPU rasteriser) draws each Gaussian as the 2D Gaussian J Sigma J^T + eps2d I:
+    the 3D covariance projected along the viewing ray, plus a 0.3 px^2 dilation. Trained Gaussians
+    are often sub-pixel and only look right with that dilation, and nearly round Gaussians seen
+    edge-on vanish if drawn as a flat quad in their own plane. So each point becomes a quad parallel
+    to the render camera's image plane, through the mean, sized to the projected 2D covariance
+    C = P Sigma P^T + dilation (P projects along the ray onto that plane); the material evaluates the
+    exact conic of C. Seen from the hero camera (or any camera with its intrinsics and depth axis)
+    this is gsplat's footprint. The dilation is fixed in world units at the hero camera's pixel size
+    (Dilation px^2 x (z / Hero Focal)^2, z = depth in the backend frame), as the Gaussians were
+    trained with it.
+    """
     ng = _new_group(name)
     size = ng.interface.new_socket("Size", in_out="INPUT", socket_type="NodeSocketFloat")
     size.default_value = 1.0
     size.min_value = 0.0
-    nodes, links = ng.nodes, ng.links
-    gin = _node(nodes, "NodeGroupInput", (-1400, 0))
-    gout = _node(nodes, "NodeGroupOutput", (600, 0))
+    dil = ng.interface.new_socket("Dilation", in_out="INPUT", socket_type="NodeSocketFloat")
+    dil.default_value = EPS2D
+    dil.min_value = 0.0
+    dil.description = "Screen-space variance added to every splat, in hero-camera pixels^2 (gsplat's eps2d)"
+    foc = ng.interface.new_socket("Hero Focal", in_out="INPUT", socket_type="NodeSocketFloat")
+    foc.default_value = 1000.0
+    foc.min_value = 1e-3
+    foc.description = "Focal length of the backend's camera in pixels (result.json camera K)"
+    g = _Graph(ng)
+    gin = _node(ng.nodes, "NodeGroupInput", (-1400, 0))
+    gout = _node(ng.nodes, "NodeGroupOutput", (2400, 0))
 
-    # The quad: 2x2 units in the xy plane; its vertex positions double as the falloff coordinate.
-    grid = _node(nodes, "GeometryNodeMeshGrid", (-600, 300))
-    grid.inputs["Size X"].default_value = 2.0
-    grid.inputs["Size Y"].default_value = 2.0
-    grid.inputs["Vertices X"].default_value = 2
-    grid.inputs["Vertices Y"].default_value = 2
-    pos = _node(nodes, "GeometryNodeInputPosition", (-600, 100))
-    store = _node(nodes, "GeometryNodeStoreNamedAttribute", (-400, 300), data_type="FLOAT_VECTOR", domain="POINT")
-    store.inputs["Name"].default_value = UV_ATTR
-    links.new(grid.outputs["Mesh"], store.inputs["Geometry"])
-    links.new(pos.outputs["Position"], store.inputs["Value"])
-    setmat = _node(nodes, "GeometryNodeSetMaterial", (-200, 300))
-    setmat.inputs["Material"].default_value = material
-    links.new(store.outputs["Geometry"], setmat.inputs["Geometry"])
+    # The render camera in this object's space: cam = obj^-1 @ camera (Object Info, Relative).
+    active = g.node("GeometryNodeInputActiveCamera")
+    info = g.node("GeometryNodeObjectInfo", (active.outputs[0],), transform_space="RELATIVE")
+    to_cam = g.node("FunctionNodeInvertMatrix", (info.outputs["Transform"],)).outputs[0]
+    cam_parts = g.node("FunctionNodeSeparateTransform", (info.outputs["Transform"],)).outputs
 
-    # Gaussian frame: rotation and per-axis standard deviations.
-    rot = _node(nodes, "GeometryNodeInputNamedAttribute", (-1400, -300), data_type="QUATERNION")
+    pos = g.node("GeometryNodeInputPosition").outputs[0]
+    q = g.xyz(g.node("FunctionNodeTransformPoint", (pos, to_cam)).outputs[0])  # Blender camera space
+    rx = g.math("DIVIDE", q[0], q[2])
+    ry = g.math("DIVIDE", q[1], q[2])
+
+    rot = g.node("GeometryNodeInputNamedAttribute", data_type="QUATERNION")
     rot.inputs["Name"].default_value = names.orientation
-    scl = _node(nodes, "GeometryNodeInputNamedAttribute", (-1400, -500), data_type="FLOAT_VECTOR")
+    scl = g.node("GeometryNodeInputNamedAttribute", data_type="FLOAT_VECTOR")
     scl.inputs["Name"].default_value = names.scales
-    sep = _node(nodes, "ShaderNodeSeparateXYZ", (-1200, -500))
-    links.new(scl.outputs["Attribute"], sep.inputs[0])
-    x, y, z = sep.outputs[0], sep.outputs[1], sep.outputs[2]
+    s = g.xyz(scl.outputs["Attribute"])
+    k = gin.outputs["Size"]
 
-    def less_eq(a, b, loc):
-        c = _node(nodes, "FunctionNodeCompare", loc, data_type="FLOAT", operation="LESS_EQUAL")
-        links.new(a, c.inputs["A"])
-        links.new(b, c.inputs["B"])
-        return c.outputs[0]
+    # Projected covariance: sum over the Gaussian's axes of w w^T, w = P (cam-space axis * sigma).
+    a = b = c = None
+    for i, axis in enumerate(((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))):
+        d = g.node("FunctionNodeRotateVector", (axis, rot.outputs["Attribute"])).outputs[0]
+        d = g.node("FunctionNodeTransformDirection", (d, to_cam)).outputs[0]
+        d = g.vec("SCALE", d, None, None, g.math("MULTIPLY", s[i], k))
+        dx, dy, dz = g.xyz(d)
+        wx = g.math("SUBTRACT", dx, g.math("MULTIPLY", dz, rx))
+        wy = g.math("SUBTRACT", dy, g.math("MULTIPLY", dz, ry))
+        ta, tb, tc = g.math("MULTIPLY", wx, wx), g.math("MULTIPLY", wx, wy), g.math("MULTIPLY", wy, wy)
+        a = ta if a is None else g.math("ADD", a, ta)
+        b = tb if b is None else g.math("ADD", b, tb)
+        c = tc if c is None else g.math("ADD", c, tc)
 
-    def both(a, b, loc):
-        m = _node(nodes, "FunctionNodeBooleanMath", loc, operation="AND")
-        links.new(a, m.inputs[0])
-        links.new(b, m.inputs[1])
-        return m.outputs[0]
+    # Dilation: eps2d * (z_hero / f_hero)^2 in object units, then in camera units.
+    zl = g.xyz(pos)[2]
+    unit = g.vec("LENGTH", g.node("FunctionNodeTransformDirection", ((1.0, 0.0, 0.0), to_cam)).outputs[0], out=1)
+    px = g.math("MULTIPLY", g.math("DIVIDE", zl, gin.outputs["Hero Focal"]), unit)
+    eps = g.math("MULTIPLY", g.math("MULTIPLY", px, px), gin.outputs["Dilation"])
+    a = g.math("ADD", a, eps)
+    c = g.math("ADD", c, eps)
 
-    x_min = both(less_eq(x, y, (-1000, -400)), less_eq(x, z, (-1000, -550)), (-850, -450))
-    y_min = less_eq(y, z, (-1000, -700))
+    # gsplat's extent: min(3.33, sqrt(2 ln(255 opacity))) sigmas per axis; the alpha cut does the rest.
+    opa = g.node("GeometryNodeInputNamedAttribute", data_type="FLOAT")
+    opa.inputs["Name"].default_value = names.opacity
+    ext = g.math("SQRT", g.math("MULTIPLY", 2.0, g.math("LOGARITHM", g.math("MAXIMUM", g.math(
+        "MULTIPLY", opa.outputs["Attribute"], 255.0), 1.0001), math.e)))
+    ext = g.math("MINIMUM", ext, EXTENT)
+    hx = g.math("MULTIPLY", ext, g.math("SQRT", a))
+    hy = g.math("MULTIPLY", ext, g.math("SQRT", c))
+    # Conic of C in the quad's unit coordinates (u, v) in [-1, 1]: (n_a, n_b, n_c) with
+    # sigma = 0.5 (n_a u^2 + 2 n_b u v + n_c v^2).
+    det = g.math("MAXIMUM", g.math("SUBTRACT", g.math("MULTIPLY", a, c), g.math("MULTIPLY", b, b)), 1e-30)
+    e2 = g.math("MULTIPLY", ext, ext)
+    n_ac = g.math("DIVIDE", g.math("MULTIPLY", e2, g.math("MULTIPLY", a, c)), det)
+    n_b = g.math("DIVIDE", g.math("MULTIPLY", g.math("MULTIPLY", e2, b), g.math("SQRT", g.math("MULTIPLY", a, c))),
+                 det)
+    conic = g.combine(n_ac, g.math("MULTIPLY", n_b, -1.0), n_ac)
+    store_conic = g.node("GeometryNodeStoreNamedAttribute", (gin.outputs["Geometry"],), data_type="FLOAT_VECTOR",
+                         domain="POINT")
+    store_conic.inputs["Name"].default_value = CONIC_ATTR
+    ng.links.new(conic, store_conic.inputs["Value"])
 
-    def combine(a, b, c, loc):
-        n = _node(nodes, "ShaderNodeCombineXYZ", loc)
-        links.new(a, n.inputs[0])
-        links.new(b, n.inputs[1])
-        links.new(c, n.inputs[2])
-        return n.outputs[0]
+    # The quad: 2x2 units in the xy plane; its vertex positions are the (u, v) falloff coordinate.
+    grid = g.node("GeometryNodeMeshGrid", (2.0, 2.0, 2, 2))
+    uv = g.node("GeometryNodeInputPosition").outputs[0]
+    store_uv = g.node("GeometryNodeStoreNamedAttribute", (grid.outputs["Mesh"],), data_type="FLOAT_VECTOR",
+                      domain="POINT")
+    store_uv.inputs["Name"].default_value = UV_ATTR
+    ng.links.new(uv, store_uv.inputs["Value"])
+    setmat = g.node("GeometryNodeSetMaterial", (store_uv.outputs[0],))
+    setmat.inputs["Material"].default_value = material
 
-    def switch(kind, cond, off, on, loc):
-        s = _node(nodes, "GeometryNodeSwitch", loc, input_type=kind)
-        links.new(cond, s.inputs[0])
-        links.new(off, s.inputs[1])
-        links.new(on, s.inputs[2])
-        return s.outputs[0]
-
-    def euler(ex, ey, loc):
-        e = _node(nodes, "FunctionNodeEulerToRotation", loc)
-        e.inputs[0].default_value = (ex, ey, 0.0)
-        return e.outputs[0]
-
-    def rotate_local(base, by, loc):
-        r = _node(nodes, "FunctionNodeRotateRotation", loc, rotation_space="LOCAL")
-        links.new(base, r.inputs[0])
-        links.new(by, r.inputs[1])
-        return r.outputs[0]
-
-    # Quad normal along the smallest axis: x smallest -> quad spans (z, y); y smallest -> (x, z).
-    ident = euler(0.0, 0.0, (-850, -800))
-    pre_y = switch("ROTATION", y_min, ident, euler(math.pi / 2, 0.0, (-850, -900)), (-650, -800))
-    pre = switch("ROTATION", x_min, pre_y, euler(0.0, -math.pi / 2, (-650, -950)), (-450, -850))
-    rotation = rotate_local(rot.outputs["Attribute"], pre, (-250, -400))
-    sc_y = switch("VECTOR", y_min, combine(x, y, z, (-850, -1050)), combine(x, z, y, (-850, -1150)), (-650, -1100))
-    sc = switch("VECTOR", x_min, sc_y, combine(z, y, x, (-650, -1250)), (-450, -1150))
-    k = _node(nodes, "ShaderNodeMath", (-450, -1350), operation="MULTIPLY")
-    k.inputs[0].default_value = EXTENT
-    links.new(gin.outputs["Size"], k.inputs[1])
-    scaled = _node(nodes, "ShaderNodeVectorMath", (-250, -1150), operation="SCALE")
-    links.new(sc, scaled.inputs[0])
-    links.new(k.outputs[0], scaled.inputs["Scale"])
-
-    inst = _node(nodes, "GeometryNodeInstanceOnPoints", (200, 0))
-    links.new(gin.outputs["Geometry"], inst.inputs["Points"])
-    links.new(setmat.outputs["Geometry"], inst.inputs["Instance"])
-    links.new(rotation, inst.inputs["Rotation"])
-    links.new(scaled.outputs[0], inst.inputs["Scale"])
-    links.new(inst.outputs["Instances"], gout.inputs["Geometry"])
+    # Parallel to the camera's image plane: the camera's rotation, quad half-sizes in object units.
+    scale = g.vec("MULTIPLY", g.combine(hx, hy, 1.0), cam_parts["Scale"])
+    inst = g.node("GeometryNodeInstanceOnPoints")
+    ng.links.new(store_conic.outputs[0], inst.inputs["Points"])
+    ng.links.new(setmat.outputs[0], inst.inputs["Instance"])
+    ng.links.new(cam_parts["Rotation"], inst.inputs["Rotation"])
+    ng.links.new(scale, inst.inputs["Scale"])
+    ng.links.new(inst.outputs["Instances"], gout.inputs["Geometry"])
     ng["loopscape_names"] = [names.color, names.opacity, names.scales, names.orientation]
     return ng
 
@@ -207,29 +266,38 @@ def build_material(names: AttrNames, name: str = MATERIAL):
     nodes, links = mat.node_tree.nodes, mat.node_tree.links
     nodes.clear()
     out = _node(nodes, "ShaderNodeOutputMaterial", (800, 0))
-    uv = _node(nodes, "ShaderNodeAttribute", (-1000, 200), attribute_type="GEOMETRY", attribute_name=UV_ATTR)
-    r2 = _node(nodes, "ShaderNodeVectorMath", (-800, 200), operation="DOT_PRODUCT")
-    links.new(uv.outputs["Vector"], r2.inputs[0])
-    links.new(uv.outputs["Vector"], r2.inputs[1])
-    expo = _node(nodes, "ShaderNodeMath", (-600, 200), operation="MULTIPLY")
-    expo.inputs[1].default_value = -0.5 * EXTENT * EXTENT
-    links.new(r2.outputs["Value"], expo.inputs[0])
-    gauss = _node(nodes, "ShaderNodeMath", (-400, 200), operation="EXPONENT")
-    links.new(expo.outputs[0], gauss.inputs[0])
-    opa = _node(nodes, "ShaderNodeAttribute", (-600, 0), attribute_type="INSTANCER", attribute_name=names.opacity)
-    alpha = _node(nodes, "ShaderNodeMath", (-200, 100), operation="MULTIPLY", use_clamp=True)
-    links.new(gauss.outputs[0], alpha.inputs[0])
-    links.new(opa.outputs["Fac"], alpha.inputs[1])
-    cap = _node(nodes, "ShaderNodeMath", (0, 100), operation="MINIMUM")
-    cap.inputs[1].default_value = 0.999
-    links.new(alpha.outputs[0], cap.inputs[0])
-    # Like gsplat, drop contributions below 1/255.
-    keep = _node(nodes, "ShaderNodeMath", (0, 250), operation="GREATER_THAN")
-    keep.inputs[1].default_value = 1.0 / 255.0
-    links.new(alpha.outputs[0], keep.inputs[0])
-    gated = _node(nodes, "ShaderNodeMath", (200, 150), operation="MULTIPLY")
-    links.new(cap.outputs[0], gated.inputs[0])
-    links.new(keep.outputs[0], gated.inputs[1])
+    # sigma = 0.5 (n_a u^2 + 2 n_b u v + n_c v^2): the conic of the projected covariance (see
+    # build_splat_group); alpha = min(0.999, opacity exp(-sigma)), dropped below 1/255 like gsplat.
+    uv = _node(nodes, "ShaderNodeAttribute", (-1200, 300), attribute_type="GEOMETRY", attribute_name=UV_ATTR)
+    con = _node(nodes, "ShaderNodeAttribute", (-1200, 100), attribute_type="INSTANCER", attribute_name=CONIC_ATTR)
+    suv = _node(nodes, "ShaderNodeSeparateXYZ", (-1000, 300))
+    links.new(uv.outputs["Vector"], suv.inputs[0])
+    scon = _node(nodes, "ShaderNodeSeparateXYZ", (-1000, 100))
+    links.new(con.outputs["Vector"], scon.inputs[0])
+
+    def math_node(op, a, b, loc):
+        n = _node(nodes, "ShaderNodeMath", loc, operation=op)
+        for i, v in enumerate((a, b)):
+            if v is None:
+                continue
+            if hasattr(v, "is_output"):
+                links.new(v, n.inputs[i])
+            else:
+                n.inputs[i].default_value = v
+        return n.outputs[0]
+
+    u, v = suv.outputs[0], suv.outputs[1]
+    na, nb, nc = scon.outputs[0], scon.outputs[1], scon.outputs[2]
+    quad = math_node("ADD", math_node("MULTIPLY", na, math_node("MULTIPLY", u, u, (-800, 400)), (-650, 400)),
+                     math_node("MULTIPLY", nc, math_node("MULTIPLY", v, v, (-800, 250)), (-650, 250)), (-500, 350))
+    cross = math_node("MULTIPLY", nb, math_node("MULTIPLY", u, v, (-800, 100)), (-650, 100))
+    sigma = math_node("ADD", math_node("MULTIPLY", quad, 0.5, (-350, 350)), cross, (-250, 250))
+    gauss = math_node("EXPONENT", math_node("MULTIPLY", sigma, -1.0, (-150, 250)), None, (-50, 250))
+    opa = _node(nodes, "ShaderNodeAttribute", (-300, 0), attribute_type="INSTANCER", attribute_name=names.opacity)
+    alpha = math_node("MULTIPLY", gauss, opa.outputs["Fac"], (100, 200))
+    cap = math_node("MINIMUM", alpha, ALPHA_MAX, (250, 200))
+    keep = math_node("GREATER_THAN", alpha, ALPHA_MIN - 1e-7, (250, 350))
+    gated = math_node("MULTIPLY", cap, keep, (400, 250))
 
     col = _node(nodes, "ShaderNodeAttribute", (-1000, -200), attribute_type="INSTANCER", attribute_name=names.color)
     # sRGB decode ((c + 0.055) / 1.055) ^ 2.4, so that a Standard view transform gives back the colour.
@@ -248,7 +316,7 @@ def build_material(names: AttrNames, name: str = MATERIAL):
     emit.inputs["Strength"].default_value = 1.0
     clear = _node(nodes, "ShaderNodeBsdfTransparent", (0, -50))
     mix = _node(nodes, "ShaderNodeMixShader", (400, 0))
-    links.new(gated.outputs[0], mix.inputs["Fac"])
+    links.new(gated, mix.inputs["Fac"])
     links.new(clear.outputs[0], mix.inputs[1])
     links.new(emit.outputs[0], mix.inputs[2])
     links.new(mix.outputs[0], out.inputs["Surface"])
