@@ -1,9 +1,10 @@
-"""Geometry Nodes and material that draw Gaussian splats from point attributes.
+"""Geometry Nodes and material that draw Gaussian splats from point attributes, as gsplat does.
 
-Each point becomes a flat quad spanning the Gaussian's two largest axes (rotation from the
-quaternion attribute, size from the scales), and the material fades it with exp(-r^2/2) times
-the opacity, like a 3DGS rasteriser does for a flat Gaussian. Everything lives in the .blend, so a
-render farm needs neither the add-on nor the backend.
+Each point becomes a quad parallel to the render camera's image plane, sized to the Gaussian's
+projected 2D covariance plus gsplat's 0.3 px^2 dilation, and the material evaluates that 2D
+Gaussian's exact conic times the opacity, with gsplat's 0.999 clamp and 1/255 cut. Quads through
+the means, parallel to the image plane, are hit in mean-depth order, which is gsplat's sort.
+Everything lives in the .blend, so a render farm needs neither the add-on nor the backend.
 """
 from __future__ import annotations
 
@@ -102,8 +103,19 @@ def build_frame_group(name: str = FRAME_GROUP):
     return ng
 
 
+def _wire(links, node, inputs) -> None:
+    """Feed node.inputs[i] from inputs[i]: a socket is linked, a constant is set, None is skipped."""
+    for i, v in enumerate(inputs):
+        if v is None:
+            continue
+        if hasattr(v, "is_output"):
+            links.new(v, node.inputs[i])
+        else:
+            node.inputs[i].default_value = v
+
+
 class _Graph:
-    """Tiny helper that wires math nodes: arguments are sockets or constants."""
+    """Tiny helper that builds node expressions: arguments are sockets or constants."""
 
     def __init__(self, ng):
         self.nodes, self.links = ng.nodes, ng.links
@@ -112,28 +124,14 @@ class _Graph:
     def node(self, kind, inputs=(), **props):
         n = _node(self.nodes, kind, (self.x, 0), **props)
         self.x += 40  # keep the layout roughly left to right
-        for i, v in enumerate(inputs):
-            if v is None:
-                continue
-            if hasattr(v, "is_output"):
-                self.links.new(v, n.inputs[i])
-            else:
-                n.inputs[i].default_value = v
+        _wire(self.links, n, inputs)
         return n
 
     def math(self, op, *args):
         return self.node("ShaderNodeMath", args, operation=op).outputs[0]
 
     def vec(self, op, *args, out=0):
-        n = _node(self.nodes, "ShaderNodeVectorMath", (self.x, -300), operation=op)
-        for i, v in enumerate(args):
-            if v is None:
-                continue
-            if hasattr(v, "is_output"):
-                self.links.new(v, n.inputs[i])
-            else:
-                n.inputs[i].default_value = v
-        return n.outputs[out]
+        return self.node("ShaderNodeVectorMath", args, operation=op).outputs[out]
 
     def xyz(self, v):
         return self.node("ShaderNodeSeparateXYZ", (v,)).outputs
@@ -277,13 +275,7 @@ def build_material(names: AttrNames, name: str = MATERIAL):
 
     def math_node(op, a, b, loc):
         n = _node(nodes, "ShaderNodeMath", loc, operation=op)
-        for i, v in enumerate((a, b)):
-            if v is None:
-                continue
-            if hasattr(v, "is_output"):
-                links.new(v, n.inputs[i])
-            else:
-                n.inputs[i].default_value = v
+        _wire(links, n, (a, b))
         return n.outputs[0]
 
     u, v = suv.outputs[0], suv.outputs[1]
