@@ -149,10 +149,11 @@ def build_splat_group(names: AttrNames, material, name: str = SPLAT_GROUP):
     edge-on vanish if drawn as a flat quad in their own plane. So each point becomes a quad parallel
     to the render camera's image plane, through the mean, sized to the projected 2D covariance
     C = P Sigma P^T + dilation (P projects along the ray onto that plane); the material evaluates the
-    exact conic of C. Seen from the hero camera (or any camera with its intrinsics and depth axis)
-    this is gsplat's footprint. The dilation is fixed in world units at the hero camera's pixel size
-    (Dilation px^2 x (z / Hero Focal)^2, z = depth in the backend frame), as the Gaussians were
-    trained with it.
+    exact conic of C. The dilation is Dilation px^2 at the backend camera's focal length (Hero
+    Focal, from result.json's K) and the splat's depth in the render camera, which is what the
+    backend renders for every camera of a path; so from the hero camera, or any camera with its
+    intrinsics, this is gsplat's footprint. (Blender 4.2 geometry nodes cannot read a camera's
+    lens, hence the stored focal.)
     """
     ng = _new_group(name)
     size = ng.interface.new_socket("Size", in_out="INPUT", socket_type="NodeSocketFloat")
@@ -202,10 +203,8 @@ def build_splat_group(names: AttrNames, material, name: str = SPLAT_GROUP):
         b = tb if b is None else g.math("ADD", b, tb)
         c = tc if c is None else g.math("ADD", c, tc)
 
-    # Dilation: eps2d * (z_hero / f_hero)^2 in object units, then in camera units.
-    zl = g.xyz(pos)[2]
-    unit = g.vec("LENGTH", g.node("FunctionNodeTransformDirection", ((1.0, 0.0, 0.0), to_cam)).outputs[0], out=1)
-    px = g.math("MULTIPLY", g.math("DIVIDE", zl, gin.outputs["Hero Focal"]), unit)
+    # Dilation: eps2d px^2 at the hero focal and the splat's depth in the render camera, in camera units.
+    px = g.math("DIVIDE", g.math("MULTIPLY", q[2], -1.0), gin.outputs["Hero Focal"])
     eps = g.math("MULTIPLY", g.math("MULTIPLY", px, px), gin.outputs["Dilation"])
     a = g.math("ADD", a, eps)
     c = g.math("ADD", c, eps)
