@@ -45,6 +45,7 @@ def run_motion(job, img, cam: Camera, points, views, gaussians, inputs, preset, 
 
     with timer.stage("gaussians4d"):
         field = VelocityField(motion.velocity_map(H, W), cam, inputs.mask, device)
+        gaussians = with_backdrop(gaussians)
         if preset.iters_4d == 0:
             loop = loop_gaussians(gaussians, field, job.frames)
         else:
@@ -97,6 +98,29 @@ def _motion_report(frames: np.ndarray, mask: np.ndarray, flow0: np.ndarray) -> d
     m["motion_epe_over_speed"] = m["motion_epe"] / max(speed, 1e-9) if "motion_epe" in m else float("nan")
     m["loop_closure_psnr_frameN"] = min(psnr(frames[-1], frames[0]), PSNR_CAP)
     return {k: (round(min(float(v), PSNR_CAP), 5) if np.isfinite(v) else None) for k, v in m.items()}
+
+
+BACKDROP_PUSH = 1.03  # backdrop depth factor: just behind the moving layer
+
+
+def with_backdrop(g):
+    """Add a static copy of the moving Gaussians just behind them (along the input camera's rays).
+
+    A single lifted layer has nothing behind it: where moving content slides away, the gap would
+    show the empty background, and mid-loop, where both blended copies are half transparent, it
+    would thin out. The backdrop fills both with the t = 0 appearance, as the 2D loop's splatting
+    falls back to the still image in its holes. It never moves, so the loop still closes exactly.
+    """
+    from backend.gaussians import Gaussians
+
+    idx = torch.nonzero(g.moving).squeeze(1)
+    if idx.numel() == 0:
+        return g
+    back = g.detach().subset(idx)
+    back.means = back.means * BACKDROP_PUSH  # the input camera sits at the origin: scale along the ray
+    back.log_scales = back.log_scales + float(np.log(BACKDROP_PUSH))
+    back.moving = torch.zeros_like(back.moving)
+    return Gaussians.concat([g.detach(), back])
 
 
 def _input_view_motion(xyz: np.ndarray, moving: np.ndarray, cam: Camera, flow0: np.ndarray):
