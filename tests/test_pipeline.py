@@ -192,8 +192,8 @@ def motion_run(tiny_photo, tmp_path_factory) -> tuple[Path, subprocess.Completed
     mask[56:, :] = 255  # the lower part (the lake) moves
     mask_path = out.parent / "mask.png"
     cv2.imwrite(str(mask_path), mask)
-    proc = run_cli("run", "--image", str(tiny_photo), "--mask", str(mask_path), "--hint", "20,80,60,80",
-                   "--hint", "70,70,110,74", "--max-side", "64", "--quality", "preview", "--frames", "8",
+    proc = run_cli("run", "--image", str(tiny_photo), "--mask", str(mask_path), "--hint", "10,80,110,80",
+                   "--hint", "20,66,120,70", "--max-side", "64", "--quality", "preview", "--frames", "8",
                    "--depth", "prior", "--device", "cpu", "--out", str(out))
     return out, proc
 
