@@ -225,3 +225,26 @@ def test_motion_metrics_reported(motion_run):
     iv = m["input_view"]
     assert iv["stillness"] < 1 / 255
     assert iv["motion_cos"] > 0.5
+
+
+def test_cancel_leaves_nothing_that_looks_complete(tiny_photo, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "cancelled"
+    env = dict(os.environ, PYTHONPATH=str(REPO), LOOPSCAPE_THREADS="1", HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen([sys.executable, "-m", "backend", "run", "--image", str(tiny_photo), "--max-side", "64",
+                             "--quality", "draft", "--depth", "prior", "--out", str(out)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    for line in proc.stdout:  # wait until training is under way, then cancel as Blender does
+        if '"stage": "gaussians3d"' in line or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-1500:]
+    last = json.loads(rest.strip().splitlines()[-1])
+    assert last["event"] == "error" and last["kind"] == "cancelled"
+    assert not (out / "result.json").exists()
+    assert not list(out.glob(".staging-*"))
+    assert not (out / "ply").exists() and not (out / "video.mp4").exists()
