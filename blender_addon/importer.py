@@ -2,7 +2,8 @@
 
 Preferred: the USD point stream (a MeshSequenceCache that streams frames from disk, path stored
 relative to the .blend). Fallback: the PLY frames packed into the .blend as one point cloud with a
-per-point frame index; points identical in every frame are stored once.
+per-point frame index; points identical in every frame are stored once. Blender 4.2 cannot build a
+point cloud from Python, so there the PLY fallback is a mesh of loose vertices (same attributes).
 """
 from __future__ import annotations
 
@@ -185,10 +186,18 @@ def _import_ply(context, paths: list[Path]):
         attr.data.foreach_set(value, arr.astype(np.int32 if kind == "INT" else np.float32).ravel())
     obj = bpy.data.objects.new("Loopscape Splats", mesh)
     context.scene.collection.objects.link(obj)
-    _convert_to_pointcloud(context, obj)
-    if mesh.users == 0:  # the conversion leaves the source mesh behind; free its memory now
-        bpy.data.meshes.remove(mesh)
+    if can_make_pointcloud():
+        _convert_to_pointcloud(context, obj)
+        if mesh.users == 0:  # the conversion leaves the source mesh behind; free its memory now
+            bpy.data.meshes.remove(mesh)
+    # else (Blender 4.2): a mesh of loose vertices; the node groups treat its vertices as the points.
     return obj, n
+
+
+def can_make_pointcloud() -> bool:
+    """Whether Python can build a point cloud (Convert to Point Cloud exists from Blender 4.3 on)."""
+    prop = bpy.ops.object.convert.get_rna_type().properties["target"]
+    return "POINTCLOUD" in {item.identifier for item in prop.enum_items}
 
 
 def _convert_to_pointcloud(context, obj) -> None:

@@ -14,7 +14,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from test_blender_support import PY, ROOT, have_bpy, load_png, psnr, render_reference, run_scenario, save_png, \
+from test_blender_support import PY, ROOT, bpy_version, have_bpy, load_png, psnr, render_reference, run_scenario, save_png, \
     synthetic_frames
 
 pytestmark = [pytest.mark.blender, pytest.mark.slow,
@@ -75,7 +75,8 @@ if obj is not None:
     for i in range(ARGS["frames"]):
         SCENE.frame_set(SCENE.frame_start + i)
         data = obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).data
-        p = np.empty(len(data.points) * 3, np.float32)
+        n = len(data.points) if obj.type == "POINTCLOUD" else len(data.vertices)  # 4.2 PLY import: a mesh
+        p = np.empty(n * 3, np.float32)
         data.attributes["position"].data.foreach_get("vector", p)
         pos.append(p.reshape(-1, 3).tolist())
     OUT["positions"] = pos
@@ -113,7 +114,9 @@ def artist(tmp_path_factory):
 def test_run_in_blocking_mode_imports_an_animated_point_cloud(artist):
     assert artist["setup"] == artist["mask"] == artist["hint"] == artist["preset"] == "FINISHED"
     assert artist["run"] == "FINISHED", f"{artist['last_error']}\n{open(artist['log']).read()[-3000:]}"
-    assert artist["type"] == "POINTCLOUD"
+    res = json.loads(open(f"{artist['result_dir']}/result.json").read())
+    # Blender 4.2 cannot build a point cloud from Python: there the PLY fallback is a mesh of loose vertices.
+    assert artist["type"] == ("POINTCLOUD" if res.get("usd") or bpy_version() >= (4, 3) else "MESH")
     print(f"backend run through the operator: {artist['run_s']:.1f} s, modifiers {artist['modifiers']}")
 
 

@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from test_blender_support import PY, ROOT, build_zip, have_bpy, run_scenario
+from test_blender_support import BLENDER_PY, build_zip, bpy_dir, have_bpy, run_scenario
 
 pytestmark = [pytest.mark.blender, pytest.mark.skipif(not have_bpy(), reason="bpy is not installed in .venv")]
 
@@ -51,14 +51,15 @@ def test_zip_layout_and_blender_validation():
         if n.endswith(".py"):
             src = zipfile.ZipFile(zp).read(n).decode()
             assert not re.search(r"^\s*(import|from)\s+torch\b", src, re.M), f"{n} imports torch"
-    tool = next((ROOT / ".venv").glob("lib/python3*/site-packages/bpy/*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
-    p = subprocess.run([str(PY), str(tool), "validate", str(zp)], capture_output=True, text=True)
+    tool = next(bpy_dir().glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))  # the tested Blender's own
+    p = subprocess.run([str(BLENDER_PY), str(tool), "validate", str(zp)], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "Success" in p.stdout
 
 
 def test_installs_registers_and_unregisters(tmp_path):
     out = run_scenario(SCENARIO, tmp_path)
+    print(f"Blender {out['blender']}")
     assert out["install"] == ["FINISHED"]
     assert str(tmp_path / "user_res") in out["pkg_file"], "installed into BLENDER_USER_RESOURCES"
     on = out["enabled"]

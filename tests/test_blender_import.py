@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from test_blender_support import (ROOT, have_bpy, load_png, psnr, render_reference, run_scenario, save_png,
+from test_blender_support import (ROOT, bpy_version, have_bpy, load_png, psnr, render_reference, run_scenario, save_png,
                                   synthetic_frames, write_fake_result)
 
 pytestmark = [pytest.mark.blender, pytest.mark.skipif(not have_bpy(), reason="bpy is not installed in .venv")]
@@ -22,7 +22,8 @@ def eval_positions(obj, frame):
     SCENE.frame_set(frame)
     dg = bpy.context.evaluated_depsgraph_get()
     data = obj.evaluated_get(dg).data
-    pos = np.empty(len(data.points) * 3, np.float32)
+    n = len(data.points) if obj.type == "POINTCLOUD" else len(data.vertices)  # 4.2 PLY import: a mesh
+    pos = np.empty(n * 3, np.float32)
     data.attributes["position"].data.foreach_get("vector", pos)
     return pos.reshape(-1, 3)
 
@@ -149,7 +150,8 @@ def test_import_builds_one_animated_point_cloud(imported):
     assert out["bad_folder"].startswith("ERROR") and "result.json" in out["bad_folder"]
     assert out["import1"] == out["import2"] == "FINISHED"
     assert out["n_results"] == 1 and out["n_parents"] == 1, "re-import must replace, not stack"
-    assert out["type"] == "POINTCLOUD"
+    # Blender 4.2 cannot build a point cloud from Python: the PLY fallback is a mesh of loose vertices.
+    assert out["type"] == ("POINTCLOUD" if imported["source"] == "usd" or bpy_version() >= (4, 3) else "MESH")
     if imported["source"] == "usd":
         assert out["modifiers"][-1] == "Loopscape Splats" and len(out["modifiers"]) == 2
         assert out["cache_path"].startswith("//"), "the USD cache path must be relative to the .blend"

@@ -1,8 +1,10 @@
 """Shared helpers for the Blender tests (no tests here).
 
-Every Blender scenario runs in its own ``.venv/bin/python`` process: bpy can be imported only once
-per process, and installing the extension changes global state. A scenario prints one
-``RESULT {json}`` line that the test asserts on.
+Every Blender scenario runs in its own Python process: bpy can be imported only once per process,
+and installing the extension changes global state. A scenario prints one ``RESULT {json}`` line
+that the test asserts on. The scenario interpreter is ``$LOOPSCAPE_BLENDER_PYTHON`` (e.g. a venv
+with ``bpy>=4.2,<4.3`` to check the manifest's oldest Blender), else the test interpreter; the
+backend always runs with the repo's ``.venv/bin/python``.
 """
 from __future__ import annotations
 
@@ -17,15 +19,42 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-PY = ROOT / ".venv" / "bin" / "python"
+PY = ROOT / ".venv" / "bin" / "python"  # the backend's interpreter
+BLENDER_PY = Path(os.environ.get("LOOPSCAPE_BLENDER_PYTHON") or sys.executable)  # runs Blender scenarios
 PKG = "bl_ext.user_default.loopscape"
 SH_C0 = 0.28209479177387814
 FOV_DEG = math.degrees(2.0 * math.atan(256.0 / 582.69))  # the add-on's and backend's default
 _ZIP: list[Path] = []
 
 
+_BPY_DIR: list[Path | None] = []
+
+
+def bpy_dir() -> Path | None:
+    """The bpy package folder of BLENDER_PY (None when it has no bpy); asked once per session."""
+    if not _BPY_DIR:
+        _BPY_DIR.append(None)
+        if BLENDER_PY.exists():
+            p = subprocess.run([str(BLENDER_PY), "-c", "import importlib.util as u; s = u.find_spec('bpy'); "
+                                "print(s.submodule_search_locations[0] if s else '')"],
+                               capture_output=True, text=True, timeout=60)
+            if p.returncode == 0 and p.stdout.strip():
+                _BPY_DIR[0] = Path(p.stdout.strip())
+    return _BPY_DIR[0]
+
+
 def have_bpy() -> bool:
-    return PY.exists() and any((ROOT / ".venv").glob("lib/python3*/site-packages/bpy/__init__.*"))
+    return PY.exists() and bpy_dir() is not None
+
+
+def bpy_version() -> tuple[int, int, int]:
+    """Version of BLENDER_PY's bpy, from the folder holding its bundled scripts (e.g. '4.2')."""
+    d = bpy_dir()
+    for sub in sorted(d.iterdir()) if d else []:
+        if sub.is_dir() and (sub / "scripts").is_dir():
+            major, minor = (int(x) for x in sub.name.split(".")[:2])
+            return major, minor, 0
+    return 0, 0, 0
 
 
 def build_zip() -> Path:
@@ -52,7 +81,7 @@ PREFS = bpy.context.preferences.addons[PKG].preferences
 PREFS.backend_root = ARGS.get("backend_root", "")
 PREFS.backend_python = ARGS.get("backend_python", "")
 PREFS.work_dir = ARGS.get("work_dir", "")
-OUT = {"install": sorted(_ret)}
+OUT = {"install": sorted(_ret), "blender": bpy.app.version_string}
 SCENE = bpy.context.scene
 
 def call(op, **kw):
@@ -76,8 +105,8 @@ def run_scenario(body: str, tmp_path: Path, args: dict | None = None, timeout: f
     a.update(args or {})
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
-    p = subprocess.run([str(PY), str(script), str(tmp_path / "user_res"), json.dumps(a)], capture_output=True,
-                       text=True, timeout=timeout, cwd=str(tmp_path))
+    p = subprocess.run([str(BLENDER_PY), str(script), str(tmp_path / "user_res"), json.dumps(a)],
+                       capture_output=True, text=True, timeout=timeout, cwd=str(tmp_path), env=env)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
     if p.returncode != 0 or not lines:
         raise AssertionError(f"scenario failed (rc {p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
