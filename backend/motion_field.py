@@ -96,8 +96,14 @@ def loop_weights(t: int | float, n_frames: int) -> tuple[float, float]:
 
 
 def scale_opacity_logits(logits: Tensor, factor: Tensor | float) -> Tensor:
-    """Raw logits of sigmoid(logits) * factor; a factor of 0 gives an invisible Gaussian."""
-    o = (torch.sigmoid(logits) * factor).clamp(_OPACITY_FLOOR, 1.0 - _OPACITY_FLOOR)
+    """Raw logits of the opacity 1 - (1 - o)^factor: the copy's share of the original's coverage.
+
+    Splitting transmittance instead of opacity keeps two overlapping copies exactly as opaque as
+    the original ((1 - o)^(1-s) (1 - o)^s = 1 - o), so the blend does not thin out mid-loop; a
+    factor of 0 gives an invisible Gaussian and 1 the original.
+    """
+    a = torch.nn.functional.logsigmoid(-logits) * factor  # log of the copy's transmittance
+    o = (-torch.expm1(a)).clamp(_OPACITY_FLOOR, 1.0 - _OPACITY_FLOOR)
     return torch.log(o) - torch.log1p(-o)
 
 

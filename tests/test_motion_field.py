@@ -80,13 +80,16 @@ def test_loop_has_constant_count_static_stays_and_frame_n_renders_like_frame_0()
         fr = L.frame(t)
         assert len(fr) == len(g) + m == L.n_gaussians
         assert torch.equal(fr.means[: len(g)][static], g.means[static])
-        # opacity multipliers (1 - t/N) on the forward copy, t/N on the backward copy
+        # transmittance shares (1 - t/N) for the forward copy, t/N for the backward copy:
+        # together the two copies are exactly as opaque as the original
         k = t % N
-        o = torch.sigmoid(g.logit_opacities[g.moving])
-        np.testing.assert_allclose(torch.sigmoid(fr.logit_opacities[: len(g)][g.moving]).numpy(),
-                                   np.maximum(o.numpy() * (1 - k / N), 1e-7), rtol=1e-4)
-        np.testing.assert_allclose(torch.sigmoid(fr.logit_opacities[len(g):]).numpy(),
-                                   np.maximum(o.numpy() * (k / N), 1e-7), rtol=1e-4)
+        o = torch.sigmoid(g.logit_opacities[g.moving]).double().numpy()
+        of = torch.sigmoid(fr.logit_opacities[: len(g)][g.moving]).double().numpy()
+        ob = torch.sigmoid(fr.logit_opacities[len(g):]).double().numpy()
+        np.testing.assert_allclose(of, np.maximum(1 - (1 - o) ** (1 - k / N), 1e-7), rtol=1e-4)
+        np.testing.assert_allclose(ob, np.maximum(1 - (1 - o) ** (k / N), 1e-7), rtol=1e-4)
+        if 0 < k:
+            np.testing.assert_allclose((1 - of) * (1 - ob), 1 - o, rtol=1e-4)
     # The backward copy at t = N - 1 is one -V step from x0.
     x0 = g.means[g.moving]
     f = VelocityField(vel, cam, mask)
