@@ -43,7 +43,7 @@ SCENE.cycles.filter_width = 1.0
 SCENE.view_settings.view_transform = "Standard"
 r.image_settings.file_format = "PNG"
 r.image_settings.color_mode = "RGB"
-world = bpy.data.worlds.new("black"); SCENE.world = world
+world = bpy.data.worlds.new("black"); world.color = (0, 0, 0); SCENE.world = world  # 4.2: no node tree
 if world.node_tree is not None:
     for node in world.node_tree.nodes:
         if node.type == "BACKGROUND":
