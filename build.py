@@ -72,7 +72,7 @@ def test(extra: list[str]) -> int:
     return rc
 
 
-DEMO_DEFAULTS = ["--max-side", "256", "--quality", "preview", "--frames", "48", "--path", "circle"]
+DEMO_DEFAULTS = ["--max-side", "256", "--quality", "preview", "--frames", "48", "--path", "zoom-in"]
 
 
 def demo(extra: list[str]) -> int:

@@ -82,7 +82,9 @@ def make_demo_scene(width: int = 512, height: int = 320, seed: int = 7) -> DemoS
     plane = 1.0 * (H - horizon) / np.maximum(ys - horizon + 1.0, 1.0)
     depth[water] = np.minimum(plane[water], 5.0)
 
-    mask = water | ((clouds > 0.05) & ~far_m & ~near_m)
+    # The whole sky drifts (as an artist would paint it): a mask with pockets inside the clouds
+    # would stop the Gaussians that enter a pocket and tear the clouds apart.
+    mask = water | (~far_m & ~near_m & ~water)
     mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8)) > 0
     # Water flows right, clouds drift left; each arrow starts on the nearest masked pixel.
     wanted = [((0.20, 0.85), 0.20), ((0.60, 0.72), 0.20), ((0.75, 0.18), -0.13), ((0.30, 0.25), -0.13)]

@@ -8,6 +8,9 @@ from backend.camera import Camera
 from backend.events import EventSink
 from backend.stage_cache import StageCache, make_key
 
+# Neighbour smoothness of the 3D-MOM fit (L1, input pixels): without it, per-point noise makes
+# neighbouring Gaussians drift at slightly different speeds and tears textures into streaks.
+MOM3D_SMOOTH = 0.2
 PSNR_CAP = 100.0  # identical images report 100 dB instead of infinity (JSON has no inf)
 
 
@@ -23,7 +26,7 @@ def run_motion(job, img, cam: Camera, points, views, gaussians, inputs, preset, 
     moving = inputs.mask.reshape(-1)[points.pixel]
     motion_key = make_key(g_key, [h.__dict__ for h in inputs.hints], inputs.anchors, float(inputs.speed),
                           None if inputs.flow is None else float(np.abs(inputs.flow).sum()), job.mom3d,
-                          preset.mom3d_iters)
+                          preset.mom3d_iters, MOM3D_SMOOTH)
 
     with timer.stage("flows"):
         vf = estimate_view_flows(points.xyz, moving, points.pixel_size, views.cameras, inputs, views.images)
@@ -32,7 +35,8 @@ def run_motion(job, img, cam: Camera, points, views, gaussians, inputs, preset, 
     with timer.stage("mom3d"):
         if job.mom3d:
             motion = cache.get_or_compute("mom3d", motion_key, lambda: optimize_3d_motion(
-                points.xyz, moving, views.cameras, vf, iters=preset.mom3d_iters, device=str(device), events=events))
+                points.xyz, moving, views.cameras, vf, iters=preset.mom3d_iters, device=str(device), events=events,
+                smooth_weight=MOM3D_SMOOTH))
         else:
             motion = _input_view_motion(points.xyz, moving, cam, flow0)
         for k, v in motion.metrics.items():
@@ -101,26 +105,31 @@ def _motion_report(frames: np.ndarray, mask: np.ndarray, flow0: np.ndarray) -> d
 
 
 BACKDROP_PUSH = 1.03  # backdrop depth factor: just behind the moving layer
+MOVING_PULL = 0.99  # moving layer depth factor: just in front of static content at the same depth
 
 
 def with_backdrop(g):
-    """Add a static copy of the moving Gaussians just behind them (along the input camera's rays).
+    """Layer the scene for motion: the moving Gaussians 1% nearer, a static copy of them 3% farther.
 
-    A single lifted layer has nothing behind it: where moving content slides away, the gap would
-    show the empty background, and mid-loop, where both blended copies are half transparent, it
-    would thin out. The backdrop fills both with the t = 0 appearance, as the 2D loop's splatting
-    falls back to the still image in its holes. It never moves, so the loop still closes exactly.
+    Depth is scaled along the input camera's rays (the camera sits at the origin), so the input
+    view at t = 0 is unchanged. The pull settles ties: sky and clouds share the far shell, and at
+    equal depth the sort order would interleave moving and static Gaussians row by row. The
+    backdrop fills what the moving layer uncovers with the t = 0 appearance, as the 2D loop's
+    splatting falls back to the still image in its holes. It never moves, so the loop still closes.
     """
     from backend.gaussians import Gaussians
 
+    g = g.detach()
     idx = torch.nonzero(g.moving).squeeze(1)
     if idx.numel() == 0:
         return g
-    back = g.detach().subset(idx)
-    back.means = back.means * BACKDROP_PUSH  # the input camera sits at the origin: scale along the ray
+    back = g.subset(idx)
+    back.means = back.means * BACKDROP_PUSH
     back.log_scales = back.log_scales + float(np.log(BACKDROP_PUSH))
     back.moving = torch.zeros_like(back.moving)
-    return Gaussians.concat([g.detach(), back])
+    g.means[idx] = g.means[idx] * MOVING_PULL
+    g.log_scales[idx] = g.log_scales[idx] + float(np.log(MOVING_PULL))
+    return Gaussians.concat([g, back])
 
 
 def _input_view_motion(xyz: np.ndarray, moving: np.ndarray, cam: Camera, flow0: np.ndarray):
