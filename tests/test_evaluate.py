@@ -84,9 +84,11 @@ def _scene_folder(root):
     d = root / "demo"
     d.mkdir(parents=True)
     cv2.imwrite(str(d / "image.png"), (s.rgb[..., ::-1] * 255 + 0.5).astype(np.uint8))
-    cv2.imwrite(str(d / "mask.png"), s.mask.astype(np.uint8) * 255)
+    mask = s.mask.copy()
+    mask[: int(0.6 * 64)] = False  # only the lake moves: sky, mountains and shore stay still
+    cv2.imwrite(str(d / "mask.png"), mask.astype(np.uint8) * 255)
     flow = np.zeros((2, 64, 96), np.float32)
-    flow[0][s.mask] = 0.8
+    flow[0][mask] = 0.8
     np.save(d / "motion.npy", flow)
     return root
 
