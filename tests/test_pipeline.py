@@ -248,3 +248,13 @@ def test_cancel_leaves_nothing_that_looks_complete(tiny_photo, tmp_path):
     assert not (out / "result.json").exists()
     assert not list(out.glob(".staging-*"))
     assert not (out / "ply").exists() and not (out / "video.mp4").exists()
+
+
+def test_outputs_are_readable_by_others(static_run):
+    out, proc = static_run
+    assert proc.returncode == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    for rel in ("result.json", "input.png", "video.mp4", "ply/frame_0000.ply"):
+        mode = (out / rel).stat().st_mode & 0o777
+        assert mode == 0o666 & ~umask, f"{rel} has mode {oct(mode)}, not the umask's {oct(0o666 & ~umask)}"
