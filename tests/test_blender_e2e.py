@@ -14,7 +14,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from test_blender_support import PY, ROOT, bpy_version, have_bpy, load_png, psnr, render_reference, run_scenario, save_png, \
+from test_blender_support import CYCLES_MATCH_SETUP, PY, ROOT, bpy_version, have_bpy, load_png, psnr, render_reference, run_scenario, save_png, \
     synthetic_frames
 
 pytestmark = [pytest.mark.blender, pytest.mark.slow,
@@ -31,24 +31,7 @@ def _backend_ready() -> str:
     return "" if p.returncode == 0 else f"backend CLI not importable: {p.stderr.strip().splitlines()[-1]}"
 
 
-SCENARIO = r"""
-import numpy as np
-r = SCENE.render
-r.engine = "CYCLES"
-SCENE.cycles.device = "CPU"
-SCENE.cycles.samples = 16
-SCENE.cycles.use_denoising = False
-SCENE.cycles.pixel_filter_type = "BOX"
-SCENE.cycles.filter_width = 1.0
-SCENE.view_settings.view_transform = "Standard"
-r.image_settings.file_format = "PNG"
-r.image_settings.color_mode = "RGB"
-world = bpy.data.worlds.new("black"); world.color = (0, 0, 0); SCENE.world = world  # 4.2: no node tree
-if world.node_tree is not None:
-    for node in world.node_tree.nodes:
-        if node.type == "BACKGROUND":
-            node.inputs["Color"].default_value = (0, 0, 0, 1)
-SCENE.frame_start = 1
+SCENARIO = "import numpy as np\n" + CYCLES_MATCH_SETUP + r"""
 props = SCENE.loopscape
 OUT["setup"] = call(bpy.ops.loopscape.setup_photo, filepath=ARGS["photo"])
 OUT["mask"] = call(bpy.ops.loopscape.mask_import, filepath=ARGS["mask"])

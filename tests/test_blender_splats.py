@@ -11,28 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_blender_support import have_bpy, load_png, psnr, render_reference, run_scenario, write_fake_result
+from test_blender_support import CYCLES_MATCH_SETUP, have_bpy, load_png, psnr, render_reference, run_scenario, write_fake_result
 
 pytestmark = [pytest.mark.blender, pytest.mark.skipif(not have_bpy(), reason="bpy is not installed in .venv")]
 W, H = 64, 48
 
-SCENARIO = r"""
-r = SCENE.render
-r.engine = "CYCLES"
-SCENE.cycles.device = "CPU"
-SCENE.cycles.samples = 16
-SCENE.cycles.use_denoising = False
-SCENE.cycles.pixel_filter_type = "BOX"
-SCENE.cycles.filter_width = 1.0
-SCENE.view_settings.view_transform = "Standard"
-r.image_settings.file_format = "PNG"
-r.image_settings.color_mode = "RGB"
-world = bpy.data.worlds.new("black"); world.color = (0, 0, 0); SCENE.world = world  # 4.2: no node tree
-if world.node_tree is not None:
-    for node in world.node_tree.nodes:
-        if node.type == "BACKGROUND":
-            node.inputs["Color"].default_value = (0, 0, 0, 1)
-SCENE.frame_start = 1
+SCENARIO = CYCLES_MATCH_SETUP + r"""
 OUT["import"] = call(bpy.ops.loopscape.import_result, directory=ARGS["result"])
 obj = SCENE.loopscape.result_object
 mod = obj.modifiers["Loopscape Splats"]

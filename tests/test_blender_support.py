@@ -96,6 +96,28 @@ def emit():
 """
 
 
+# Scenario prelude for renders compared with the backend: Cycles on the CPU, 16 samples, a 1-px
+# box filter (pixel-centre-like sampling), the Standard view transform and a black world.
+CYCLES_MATCH_SETUP = r"""
+r = SCENE.render
+r.engine = "CYCLES"
+SCENE.cycles.device = "CPU"
+SCENE.cycles.samples = 16
+SCENE.cycles.use_denoising = False
+SCENE.cycles.pixel_filter_type = "BOX"
+SCENE.cycles.filter_width = 1.0
+SCENE.view_settings.view_transform = "Standard"
+r.image_settings.file_format = "PNG"
+r.image_settings.color_mode = "RGB"
+world = bpy.data.worlds.new("black"); world.color = (0, 0, 0); SCENE.world = world  # 4.2: no node tree
+if world.node_tree is not None:
+    for node in world.node_tree.nodes:
+        if node.type == "BACKGROUND":
+            node.inputs["Color"].default_value = (0, 0, 0, 1)
+SCENE.frame_start = 1
+"""
+
+
 def run_scenario(body: str, tmp_path: Path, args: dict | None = None, timeout: float = 240.0) -> dict:
     """Run PREAMBLE + body in a fresh Blender-module process; return its RESULT dict."""
     script = tmp_path / "scenario.py"
