@@ -138,6 +138,18 @@ class LOOPSCAPE_OT_mask_clear(bpy.types.Operator):
         return {"FINISHED"}
 
 
+def _remove_selected(op, props, collection: str, index_prop: str, what: str) -> set[str]:
+    """Remove item ``op.index`` (or the selected one) from a list property and keep a valid selection."""
+    items = getattr(props, collection)
+    i = op.index if op.index >= 0 else getattr(props, index_prop)
+    if not 0 <= i < len(items):
+        op.report({"WARNING"}, f"No {what} selected")
+        return {"CANCELLED"}
+    items.remove(i)
+    setattr(props, index_prop, max(0, min(i, len(items) - 1)))
+    return {"FINISHED"}
+
+
 class LOOPSCAPE_OT_hint_add(_NeedsPhoto, bpy.types.Operator):
     """Add a motion arrow (photo pixels, y down); without coordinates it starts at the photo centre"""
 
@@ -170,14 +182,7 @@ class LOOPSCAPE_OT_hint_remove(bpy.types.Operator):
     index: IntProperty(default=-1)
 
     def execute(self, context):
-        props = context.scene.loopscape
-        i = self.index if self.index >= 0 else props.hint_index
-        if not 0 <= i < len(props.hints):
-            self.report({"WARNING"}, "No hint arrow selected")
-            return {"CANCELLED"}
-        props.hints.remove(i)
-        props.hint_index = max(0, min(i, len(props.hints) - 1))
-        return {"FINISHED"}
+        return _remove_selected(self, context.scene.loopscape, "hints", "hint_index", "hint arrow")
 
 
 class LOOPSCAPE_OT_anchor_add(_NeedsPhoto, bpy.types.Operator):
@@ -208,14 +213,7 @@ class LOOPSCAPE_OT_anchor_remove(bpy.types.Operator):
     index: IntProperty(default=-1)
 
     def execute(self, context):
-        props = context.scene.loopscape
-        i = self.index if self.index >= 0 else props.anchor_index
-        if not 0 <= i < len(props.anchors):
-            self.report({"WARNING"}, "No anchor selected")
-            return {"CANCELLED"}
-        props.anchors.remove(i)
-        props.anchor_index = max(0, min(i, len(props.anchors) - 1))
-        return {"FINISHED"}
+        return _remove_selected(self, context.scene.loopscape, "anchors", "anchor_index", "anchor")
 
 
 class LOOPSCAPE_OT_hint_draw(_NeedsPhoto, bpy.types.Operator):
