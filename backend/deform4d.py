@@ -161,13 +161,23 @@ def _canonical(looped: LoopedGaussians) -> tuple[Tensor, Tensor, Tensor]:
     return canon.means.repeat(2, 1), q.repeat(2, 1), canon.log_scales.repeat(2, 1)
 
 
-def deform_frame(looped: LoopedGaussians, deform: Deformation4D, t: int) -> Gaussians:
-    """Integer frame t in [0, N] of ``looped`` with the learnt residuals on its moving copies (differentiable)."""
+def _deformed_state(looped: LoopedGaussians, deform: Deformation4D, t: int) -> tuple[Tensor, Tensor, Tensor]:
     if not 0 <= t <= looped.n_frames:
         raise ValueError(f"frame {t} is outside the loop [0, {looped.n_frames}]")
     x0, q0, s0 = _canonical(looped)
     dx, dq, ds = deform(x0, looped.copy_times(t))
-    return looped.assemble(t, looped.means[t] + dx, q0 + dq, s0 + ds)
+    return looped.means[t] + dx, q0 + dq, s0 + ds
+
+
+def deform_frame(looped: LoopedGaussians, deform: Deformation4D, t: int) -> Gaussians:
+    """Integer frame t in [0, N] of ``looped`` with the learnt residuals on its moving copies, as one
+    exported set (differentiable)."""
+    return looped.assemble(t, *_deformed_state(looped, deform, t))
+
+
+def deform_layers(looped: LoopedGaussians, deform: Deformation4D, t: int) -> tuple[Gaussians, Gaussians]:
+    """The (forward, backward) render layers of frame t in [0, N] with the learnt residuals (differentiable)."""
+    return looped.layers_from(*_deformed_state(looped, deform, t))
 
 
 @torch.no_grad()

@@ -264,8 +264,8 @@ def _render_path(gaussians, loop, cams: list[Camera], n_frames: int, device, eve
     out = []
     with torch.no_grad():
         for i, c in enumerate(cams):
-            g = loop.frame(i % loop.n_frames) if loop is not None else gaussians
-            rgb = g.render(c, background=bg).rgb.clamp(0, 1)
+            out_i = loop.render(i, c, background=bg) if loop is not None else gaussians.render(c, background=bg)
+            rgb = out_i.rgb.clamp(0, 1)
             out.append((rgb.cpu().numpy() * 255 + 0.5).astype(np.uint8))
             events.progress("render", (i + 1) / len(cams))
     return out

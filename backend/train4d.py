@@ -16,12 +16,12 @@ import torch
 from torch import Tensor
 
 from backend.camera import Camera
-from backend.deform4d import DeformConfig, Deformation4D, bake, deform_frame
+from backend.deform4d import DeformConfig, Deformation4D, bake, deform_layers
 from backend.errors import LoopscapeError
 from backend.events import EventSink, NullSink
 from backend.gaussians import Gaussians
 from backend.losses import photometric_loss, psnr
-from backend.motion_field import LoopedGaussians, VelocityField, loop_gaussians
+from backend.motion_field import LoopedGaussians, VelocityField, loop_gaussians, render_blend
 
 STAGE = "train4d"
 
@@ -70,14 +70,10 @@ def _as_frames(loop_frames: np.ndarray | Tensor, n_frames: int, device: torch.de
     return f[:n_frames].to(device=device, dtype=torch.float32)
 
 
-def _render(g: Gaussians, cam: Camera) -> Tensor:
-    return g.render(cam).colors
-
-
 @torch.no_grad()
-def _input_view_errors(frame_fn, cam: Camera, frames: Tensor) -> list[float]:
+def _input_view_errors(loop: LoopedGaussians, cam: Camera, frames: Tensor) -> list[float]:
     """Mean squared error of every frame's input-view render against the 2D loop."""
-    return [float((_render(frame_fn(t), cam).clamp(0, 1) - frames[t]).pow(2).mean()) for t in range(frames.shape[0])]
+    return [float((loop.render(t, cam).colors.clamp(0, 1) - frames[t]).pow(2).mean()) for t in range(frames.shape[0])]
 
 
 def _psnr_of(mse: float) -> float:
@@ -126,14 +122,14 @@ def train_4d(
     opt = torch.optim.Adam([{"params": plane_params, "lr": cfg.lr_planes}, {"params": mlp_params, "lr": cfg.lr_mlp}])
 
     events.progress(STAGE, 0.0, message="rendering the preview loop at the input view")
-    mse_before = _input_view_errors(preview.frame, cam_in, frames)
+    mse_before = _input_view_errors(preview, cam_in, frames)
 
     side_cache: dict[tuple[int, int], Tensor] = {}  # pseudo ground truth, rendered on first use
 
     def side_target(v: int, t: int) -> Tensor:
         if (v, t) not in side_cache:
             with torch.no_grad():
-                side_cache[(v, t)] = _render(preview.frame(t), side_cameras[v]).clamp(0, 1)
+                side_cache[(v, t)] = preview.render(t, side_cameras[v]).colors.clamp(0, 1)
         return side_cache[(v, t)]
 
     losses: list[float] = []
@@ -149,7 +145,7 @@ def train_4d(
         else:
             v = int(torch.randint(0, len(side_cameras), (1,), generator=gen))
             cam, target = side_cameras[v], side_target(v, t)
-        render = _render(deform_frame(preview, deform, t), cam)
+        render = render_blend(deform_layers(preview, deform, t), t, n_frames, cam).colors
         reg = deform.regularisers()
         loss = (photometric_loss(render, target, lambda_dssim=cfg.lambda_dssim)
                 + cfg.w_tv * reg["tv"] + cfg.w_time_smooth * reg["time_smooth"] + cfg.w_time_l1 * reg["time_l1"])
@@ -165,11 +161,10 @@ def train_4d(
     t_iters = time.perf_counter() - t_loop
 
     result = bake(preview, deform)
-    mse_after = _input_view_errors(result.frame, cam_in, frames)
+    mse_after = _input_view_errors(result, cam_in, frames)
     with torch.no_grad():
-        n = result.n_frames
-        last = result.assemble(n, result.means[n], result.quats[n], result.log_scales[n])  # frame N, unwrapped
-        closure = psnr(_render(last, cam_in).clamp(0, 1), _render(result.frame(0), cam_in).clamp(0, 1))
+        last = result.render(result.n_frames, cam_in, wrap=False).colors  # frame N from its own state
+        closure = psnr(last.clamp(0, 1), result.render(0, cam_in).colors.clamp(0, 1))
     report = Train4DReport(
         iters=iters, n_frames=n_frames, n_gaussians=result.n_gaussians, n_moving=result.n_moving,
         loss_curve=losses,
