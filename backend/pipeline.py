@@ -27,6 +27,7 @@ from backend.stage_cache import StageCache, file_digest, make_key
 
 RESULT_NAME = "result.json"
 USD_FRAME_START = 1  # Blender's first frame; the importer reads it from result.json
+TRAIN3D_RECIPE = "random-bg-1"  # bump when training changes, so cached 3D Gaussians are not reused
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ def _run_stages(job: JobSpec, out: Path, staging: Path, device: torch.device, ev
         cfg.seed = job.seed
         tv = TrainViews(views.cameras, torch.as_tensor(views.images, device=device),
                         torch.as_tensor(views.valid, device=device))
-        g_key = make_key(mv_key, job.quality, job.seed, None if moving_pts is None else int(moving_pts.sum()),
+        g_key = make_key(mv_key, TRAIN3D_RECIPE, job.quality, job.seed, None if moving_pts is None else int(moving_pts.sum()),
                          file_digest(job.resolve(job.mask)), file_digest(job.resolve(job.labelme)), str(device))
 
         def train():

@@ -44,6 +44,10 @@ class TrainConfig:
     prune_opacity: float = 0.005
     prune_scale3d: float = 0.1  # times the scene scale
     max_gaussians: int = 400_000
+    # A random background colour per step: every training pixel is scene content, so coverage must
+    # reach 1. Over a fixed black background the fit leaves a few % transmittance and relies on the
+    # black showing through; anything later put behind (the motion backdrop) then brightens it.
+    random_background: bool = True
     seed: int = 0
 
 
@@ -225,7 +229,8 @@ def train_gaussians(g: Gaussians, views: TrainViews, cfg: TrainConfig, scene_sca
         use_input = not others or rng.random() < cfg.input_view_prob
         vi = views.input_index if use_input else int(rng.choice(others))
         cam = views.cameras[vi]
-        out = g.render(cam, background=bg)
+        step_bg = torch.rand(3, generator=gen).to(dev) if cfg.random_background and background is None else bg
+        out = g.render(cam, background=step_bg)
         w = 1.0 if vi != views.input_index else cfg.input_view_weight
         loss = w * photometric_loss(out.rgb, views.images[vi], weights[vi], cfg.lambda_dssim)
         opt.zero_grad(set_to_none=True)
