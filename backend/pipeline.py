@@ -221,7 +221,9 @@ def _run_stages(job: JobSpec, out: Path, staging: Path, device: torch.device, ev
 
     with timer.stage("render"):
         path_cams = _camera_path(job, cam)
-        frames_rgb = _render_path(gaussians, loop, path_cams, job.frames, device, events)
+        frames_rgb, uncovered = _render_path(gaussians, loop, path_cams, job.frames, device, events)
+        metrics["path_uncovered_fraction_mean"] = round(float(np.mean(uncovered)), 5)
+        metrics["path_uncovered_fraction_max"] = round(float(np.max(uncovered)), 5)
 
     with timer.stage("export"):
         result = _export(job, staging, gaussians, loop, frames_rgb, cam, events)
@@ -259,17 +261,22 @@ def _camera_path(job: JobSpec, cam: Camera) -> list[Camera]:
     return load_path_json(src, cam.width, cam.height)
 
 
-def _render_path(gaussians, loop, cams: list[Camera], n_frames: int, device, events: EventSink) -> list[np.ndarray]:
-    """Frame i of the video uses camera i of the path and loop time i mod N."""
+def _render_path(gaussians, loop, cams: list[Camera], n_frames: int, device,
+                 events: EventSink) -> tuple[list[np.ndarray], list[float]]:
+    """Frame i of the video uses camera i of the path and loop time i mod N. Pixels no Gaussian
+    covers are filled from the background side; returns the frames and each one's uncovered share."""
+    from backend.render_fill import composite_over_fill
+
     bg = torch.zeros(3, device=device)
-    out = []
+    out, uncovered = [], []
     with torch.no_grad():
         for i, c in enumerate(cams):
-            out_i = loop.render(i, c, background=bg) if loop is not None else gaussians.render(c, background=bg)
-            rgb = out_i.rgb.clamp(0, 1)
-            out.append((rgb.cpu().numpy() * 255 + 0.5).astype(np.uint8))
+            r = loop.render(i, c, background=bg) if loop is not None else gaussians.render(c, background=bg)
+            rgb, u = composite_over_fill(r.rgb.cpu().numpy(), r.alpha.cpu().numpy(), r.depth.cpu().numpy())
+            out.append((rgb * 255 + 0.5).astype(np.uint8))
+            uncovered.append(u)
             events.progress("render", (i + 1) / len(cams))
-    return out
+    return out, uncovered
 
 
 def _export(job: JobSpec, staging: Path, gaussians, loop, frames_rgb: list[np.ndarray], cam: Camera,
