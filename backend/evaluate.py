@@ -9,9 +9,11 @@
 * ``--scenes DIR``: real scenes (image.png + mask.png + motion.npy or labelme.json): no-reference
   metrics only (PIQE, motion fidelity against the requested flow, stillness, loop, flicker, EPE).
 * ``--results DIR...``: score existing pipeline output folders (``--gt SCENE`` adds references).
+* ``--motion hints``: drive scenes that have a dense flow by arrows sampled from it
+  (:func:`hints_from_flow`), as an artist would; motion fidelity is still scored against the truth.
 
-Variants: ``ours`` (the --quality preset), ``ours-true-depth`` (GT scenes), ``no-3dmom`` (per-view
-flows used as they are), ``3dphoto`` (2D cinemagraph warped by depth, backend.baseline_3dphoto),
+Variants: ``ours`` (the --quality preset), ``ours-true-depth`` (GT scenes), ``no-3dmom`` (no
+multi-view fit: the input view's flow lifted at each point's depth), ``3dphoto`` (2D cinemagraph warped by depth, backend.baseline_3dphoto),
 and ``--qualities draft,final`` adds slower presets (opt-in: they do not fit the 15-minute run).
 
 Time alignment: the GT video frame k is path pose k at scene time k; the pipeline's frame i uses
@@ -29,6 +31,8 @@ import shutil
 import sys
 import time
 from pathlib import Path
+
+import cv2
 
 import cv2
 import numpy as np
@@ -77,16 +81,62 @@ def read_video(result_dir: Path) -> np.ndarray:
     return np.stack(frames)
 
 
+HINT_GRID = 3  # arrows per mask component: about this many per side of its bounding box
+HINT_LENGTH_PX = 6.0  # drawn arrow length; the speed is given explicitly
+
+
+def load_flow_file(path: str) -> np.ndarray:
+    """A scene's motion.npy as (H, W, 2) px/frame at its own size."""
+    f = np.load(path).astype(np.float32)
+    return f[0].transpose(1, 2, 0) if f.ndim == 4 else (f.transpose(1, 2, 0) if f.shape[0] == 2 else f)
+
+
+def read_mask(path: str) -> np.ndarray:
+    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if m is None:
+        raise LoopscapeError(f"cannot read the mask {path}.", "Check the scene folder.")
+    return m > 127
+
+
+def hints_from_flow(flow: np.ndarray, mask: np.ndarray, grid: int = HINT_GRID) -> list[dict]:
+    """Arrows an artist might draw: on a grid x grid lattice over each mask component, the mask
+    pixel nearest each lattice point gets an arrow along the flow there, with its speed."""
+    n, labels = cv2.connectedComponents(mask.astype(np.uint8))
+    hints = []
+    for c in range(1, n):
+        ys, xs = np.nonzero(labels == c)
+        if len(xs) < 20:
+            continue
+        for gy in (np.arange(grid) + 0.5) / grid:
+            for gx in (np.arange(grid) + 0.5) / grid:
+                tx, ty = xs.min() + gx * (xs.max() - xs.min()), ys.min() + gy * (ys.max() - ys.min())
+                k = int(np.argmin((xs - tx) ** 2 + (ys - ty) ** 2))
+                x, y = int(xs[k]), int(ys[k])
+                v = flow[y, x]
+                speed = float(np.linalg.norm(v))
+                if speed < 1e-4:
+                    continue
+                start = [x + 0.5, y + 0.5]
+                end = [start[0] + HINT_LENGTH_PX * float(v[0]) / speed, start[1] + HINT_LENGTH_PX * float(v[1]) / speed]
+                hints.append({"start": start, "end": end, "speed": speed})
+    # a lattice point can map to the same pixel twice near thin components
+    unique = {tuple(h["start"]): h for h in hints}
+    return list(unique.values())
+
+
 class Scene:
     """A scene folder: image.png, mask.png, motion.npy or labelme.json; GT scenes add camera.json,
     depth.npy and gt/<path>/ (see backend.synthetic.scene)."""
 
-    def __init__(self, folder: Path, max_side: int) -> None:
+    def __init__(self, folder: Path, max_side: int, motion: str = "flow") -> None:
         from backend.image_input import load_image
 
+        if motion not in ("flow", "hints"):
+            raise LoopscapeError(f"unknown motion source '{motion}'.", "Use --motion flow or --motion hints.")
         self.folder = Path(folder)
         self.name = self.folder.name
         self.max_side = max_side
+        self.motion = motion
         img = load_image(self.folder / "image.png", max_side)
         self.rgb = img.rgb.astype(np.float32)
         self.original_size = img.original_size
@@ -104,10 +154,14 @@ class Scene:
         self._inputs = None
 
     def motion_files(self) -> dict:
+        """The job's motion entries: the scene's files, or with ``motion="hints"`` the mask plus
+        arrows sampled from its dense flow (how an artist drives the product)."""
         f = {}
         for key, name in (("mask", "mask.png"), ("flow", "motion.npy"), ("labelme", "labelme.json")):
             if (self.folder / name).exists():
                 f[key] = str((self.folder / name).resolve())
+        if self.motion == "hints" and "flow" in f:
+            f["hints"] = hints_from_flow(load_flow_file(f.pop("flow")), read_mask(f["mask"]))
         return f
 
     def inputs(self):
@@ -117,12 +171,23 @@ class Scene:
 
             f = self.motion_files()
             self._inputs = load_motion_inputs((self.W, self.H), self.original_size, mask_path=f.get("mask"),
-                                              labelme_path=f.get("labelme"), flow_path=f.get("flow"), events=NullSink())
+                                              labelme_path=f.get("labelme"), flow_path=f.get("flow"),
+                                              hints=f.get("hints", ()), events=NullSink())
         return self._inputs
 
     @property
     def mask(self) -> np.ndarray:
         return self.inputs().mask
+
+    def true_flow(self) -> np.ndarray:
+        """The scene's own dense flow at the working size (the truth on GT scenes), whatever drives the job."""
+        if self.motion == "flow" or not (self.folder / "motion.npy").exists():
+            return self.requested_flow()
+        from backend.motion_inputs import load_motion_inputs
+
+        f = load_motion_inputs((self.W, self.H), self.original_size, mask_path=str(self.folder / "mask.png"),
+                               flow_path=str(self.folder / "motion.npy"), events=NullSink())
+        return f.flow
 
     def requested_flow(self) -> np.ndarray:
         """The dense flow the pipeline is asked for (px/frame at the working size)."""
@@ -226,7 +291,7 @@ def score_video(frames: np.ndarray, scene: Scene | None, path_name: str, result:
         return out
     n = len(frames)
     if path_name == HERO:
-        out.update(hero_metrics(frames, scene.mask, scene.requested_flow()))
+        out.update(hero_metrics(frames, scene.mask, scene.true_flow() if scene.has_gt else scene.requested_flow()))
     gt = scene.gt_frames(path_name) if scene.has_gt else None
     if gt is not None:
         k = min(len(gt), n)
@@ -255,7 +320,8 @@ def run_ours(scene: Scene, variant: dict, paths: list[str], n_frames: int, work:
     job["mom3d"] = variant.get("mom3d", True)
     if variant.get("true_depth"):
         job["depth"] = str(scene.true_depth.resolve())
-    run_dir = work / scene.name / ("true-depth" if variant.get("true_depth") else "auto-depth")
+    run_dir = work / scene.name / (("true-depth" if variant.get("true_depth") else "auto-depth")
+                                   + ("-hints" if scene.motion == "hints" else ""))
     out = {}
     for name in paths:
         spec = JobSpec.from_dict(dict(job, path=scene.path(name, n_frames)), base_dir=scene.folder)
@@ -432,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=10, help="frames per evaluation video (= loop length)")
     ap.add_argument("--paths", default=",".join(PATHS), help="novel-view paths for GT scenes")
     ap.add_argument("--samples", type=int, default=16, help="Cycles samples for synthetic scenes")
+    ap.add_argument("--motion", default="flow", choices=("flow", "hints"),
+                    help="drive scenes with a dense flow by their dense flow (default) or by arrows sampled from it")
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--no-lpips", action="store_true")
     ap.add_argument("--out", default="eval_out")
@@ -470,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
             scenes += sorted(p for p in Path(args.scenes).iterdir() if (p / "image.png").exists())
         work = out / "runs"
         for folder in scenes:
-            scene = Scene(folder, args.max_side)
+            scene = Scene(folder, args.max_side, args.motion)
             paths = [HERO] + ([p for p in args.paths.split(",") if p] if scene.has_gt else [])
             rows += evaluate_scene(scene, paths, args.frames, args.quality, work, extra, baseline=not args.no_baseline,
                                    lpips=lpips, log=log)
@@ -482,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     kind = "synthetic GT scenes" if args.synthetic and not args.scenes else ("real scenes, no-reference metrics" if args.scenes else "results")
     title = (f"### Loopscape evaluation: {kind}; max side {args.max_side}, {args.frames} frames, main quality {args.quality}"
+             + (", motion from arrows sampled from the true flow" if args.motion == "hints" else "")
              + (f", also {', '.join(extra)}" if extra else "; draft/final not run (opt-in: --qualities draft,final)"))
     print(write_table(rows, out, title))
     print(f"total {time.time() - t0:.0f} s; wrote {out / 'table.md'}, {out / 'table.csv'}, {out / 'plots.png'}")

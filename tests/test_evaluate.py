@@ -8,7 +8,7 @@ import pytest
 
 from backend.baseline_3dphoto import render_3dphoto_baseline
 from backend.camera import Camera, intrinsics_from_fov
-from backend.evaluate import COLUMNS, main, reference_metrics, write_table
+from backend.evaluate import COLUMNS, hints_from_flow, main, reference_metrics, write_table
 
 
 def test_reference_metrics_crop_and_mask():
@@ -24,6 +24,36 @@ def test_reference_metrics_crop_and_mask():
     pred2 = gt.copy()
     pred2[:, :4] = 0  # damage inside the 4-px border (32 px at 512 -> 4 px at 64) only: cropped away
     assert reference_metrics(pred2, gt, None, lpips=False)["psnr"] == float("inf")
+
+
+def test_hints_sampled_from_a_flow_reproduce_it_when_densified():
+    from backend.flow_views import HintFlowEstimator
+
+    H, W = 48, 64
+    mask = np.zeros((H, W), bool)
+    mask[:14, :] = True  # sky: drifts right
+    mask[26:, 8:56] = True  # water: flows down-left, faster near the bottom
+    flow = np.zeros((H, W, 2), np.float32)
+    flow[:14, :, 0] = 0.5
+    ys = np.arange(H, dtype=np.float32)[:, None]
+    flow[26:, :, 0] = -0.3 - 0.02 * (ys[26:] - 26)
+    flow[26:, :, 1] = 0.2
+    flow *= mask[..., None]
+    hints = hints_from_flow(flow, mask)
+    assert 8 <= len(hints) <= 18  # a 3 x 3 lattice per component, duplicates dropped
+    for h in hints:
+        x, y = int(h["start"][0]), int(h["start"][1])
+        assert mask[y, x]
+        d = np.subtract(h["end"], h["start"])
+        assert h["speed"] == pytest.approx(float(np.linalg.norm(flow[y, x])), rel=1e-5)
+        assert d @ flow[y, x] / (np.linalg.norm(d) * np.linalg.norm(flow[y, x])) > 0.9999
+    pts = np.array([h["start"] for h in hints])
+    vel = np.array([np.subtract(h["end"], h["start"]) / np.linalg.norm(np.subtract(h["end"], h["start"])) * h["speed"]
+                    for h in hints])
+    dense = HintFlowEstimator().estimate(None, mask, pts, vel, np.zeros((0, 2)))
+    epe = float(np.linalg.norm(dense[mask] - flow[mask], axis=-1).mean())
+    speed = float(np.linalg.norm(flow[mask], axis=-1).mean())
+    assert epe < 0.15 * speed, (epe, speed)
 
 
 def test_video_psnr_is_finite_with_one_exact_frame():
