@@ -14,7 +14,8 @@
 
 Variants: ``ours`` (the --quality preset), ``ours-true-depth`` (GT scenes), ``no-3dmom`` (no
 multi-view fit: the input view's flow lifted at each point's depth), ``3dphoto`` (2D cinemagraph
-warped by depth, backend.baseline_3dphoto), and ``--qualities draft,final`` adds slower presets (opt-in: they do not fit the 15-minute run).
+warped by depth, backend.baseline_3dphoto), and ``--qualities draft,final`` adds slower presets
+(opt-in: they do not fit the 15-minute run).
 
 Time alignment: the GT video frame k is path pose k at scene time k; the pipeline's frame i uses
 path camera i at loop time i mod N with N = job frames = GT frames, so frame k matches frame k.
