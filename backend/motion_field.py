@@ -14,7 +14,7 @@ The backend renders a frame as the paper's blend in image space: the scene with 
 copies and the scene with the backward copies, each at full opacity, mixed (1 - t/N) : t/N
 (:meth:`LoopedGaussians.render`). Alpha compositing cannot do that blend inside one Gaussian set:
 the copies of an opaque surface interleave in depth, and whichever sorts first hides the other.
-On synthetic scene 0 the one-set blend cost 3.5 dB in the moving region at the input view.
+On synthetic scene 0 the one-set blend cost 4.5 dB in the moving region at the input view.
 
 The exported per-frame sets (:meth:`LoopedGaussians.frame`, for PLY/USD and Blender) are one set
 each, so there the copies split the transmittance instead: opacity 1 - (1 - o)^(1 - t/N) and
