@@ -84,19 +84,6 @@ HINT_GRID = 3  # arrows per mask component: about this many per side of its boun
 HINT_LENGTH_PX = 6.0  # drawn arrow length; the speed is given explicitly
 
 
-def load_flow_file(path: str) -> np.ndarray:
-    """A scene's motion.npy as (H, W, 2) px/frame at its own size."""
-    f = np.load(path).astype(np.float32)
-    return f[0].transpose(1, 2, 0) if f.ndim == 4 else (f.transpose(1, 2, 0) if f.shape[0] == 2 else f)
-
-
-def read_mask(path: str) -> np.ndarray:
-    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if m is None:
-        raise LoopscapeError(f"cannot read the mask {path}.", "Check the scene folder.")
-    return m > 127
-
-
 def hints_from_flow(flow: np.ndarray, mask: np.ndarray, grid: int = HINT_GRID) -> list[dict]:
     """Arrows an artist might draw: on a grid x grid lattice over each mask component, the mask
     pixel nearest each lattice point gets an arrow along the flow there, with its speed."""
@@ -160,8 +147,17 @@ class Scene:
             if (self.folder / name).exists():
                 f[key] = str((self.folder / name).resolve())
         if self.motion == "hints" and "flow" in f:
-            f["hints"] = hints_from_flow(load_flow_file(f.pop("flow")), read_mask(f["mask"]))
+            own = self._own_motion(self.original_size)
+            f.pop("flow")
+            f["hints"] = hints_from_flow(own.flow, own.mask)  # in the photo's own pixels, as job hints are
         return f
+
+    def _own_motion(self, size: tuple[int, int]):
+        """The scene's mask and dense flow (its own files, whatever drives the job) at ``size`` (W, H)."""
+        from backend.motion_inputs import load_motion_inputs
+
+        return load_motion_inputs(size, self.original_size, mask_path=str(self.folder / "mask.png"),
+                                  flow_path=str(self.folder / "motion.npy"), events=NullSink())
 
     def inputs(self):
         """The motion inputs at the working size, as the pipeline loads them."""
@@ -182,11 +178,7 @@ class Scene:
         """The scene's own dense flow at the working size (the truth on GT scenes), whatever drives the job."""
         if self.motion == "flow" or not (self.folder / "motion.npy").exists():
             return self.requested_flow()
-        from backend.motion_inputs import load_motion_inputs
-
-        f = load_motion_inputs((self.W, self.H), self.original_size, mask_path=str(self.folder / "mask.png"),
-                               flow_path=str(self.folder / "motion.npy"), events=NullSink())
-        return f.flow
+        return self._own_motion((self.W, self.H)).flow
 
     def requested_flow(self) -> np.ndarray:
         """The dense flow the pipeline is asked for (px/frame at the working size)."""

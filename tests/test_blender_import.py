@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from test_blender_support import (ROOT, bpy_version, have_bpy, load_png, psnr, render_reference, run_scenario, save_png,
+from test_blender_support import (CYCLES_MATCH_SETUP, ROOT, bpy_version, have_bpy, load_png, psnr, render_reference, run_scenario, save_png,
                                   synthetic_frames, write_fake_result)
 
 pytestmark = [pytest.mark.blender, pytest.mark.skipif(not have_bpy(), reason="bpy is not installed in .venv")]
@@ -32,23 +32,8 @@ def render(path, camera):
     SCENE.render.filepath = path
     bpy.ops.render.render(write_still=True)
 
-r = SCENE.render
-r.engine = "CYCLES"
-SCENE.cycles.device = "CPU"
-SCENE.cycles.samples = ARGS["samples"]
-SCENE.cycles.use_denoising = False
-SCENE.cycles.pixel_filter_type = "BOX"
-SCENE.cycles.filter_width = 1.0
-SCENE.view_settings.view_transform = "Standard"
+""" + CYCLES_MATCH_SETUP + r"""
 SCENE.view_settings.look = "None"
-r.image_settings.file_format = "PNG"
-r.image_settings.color_mode = "RGB"
-world = bpy.data.worlds.new("black"); world.color = (0, 0, 0); SCENE.world = world
-if world.node_tree is not None:  # new worlds come with a grey Background node
-    for node in world.node_tree.nodes:
-        if node.type == "BACKGROUND":
-            node.inputs["Color"].default_value = (0, 0, 0, 1)
-SCENE.frame_start = 1
 
 OUT["bad_folder"] = call(bpy.ops.loopscape.import_result, directory=ARGS["bad_dir"])
 OUT["setup"] = call(bpy.ops.loopscape.setup_photo, filepath=ARGS["photo"])
@@ -132,7 +117,7 @@ def imported(request, tmp_path_factory):
     save_png(tmp / "photo.png", ref_hero)
     (tmp / "not_a_result").mkdir()
     args = {"result": str(res), "photo": str(tmp / "photo.png"), "bad_dir": str(tmp / "not_a_result"),
-            "frames": N, "samples": 16, "render_hero": str(tmp / "cycles_hero.png"),
+            "frames": N, "render_hero": str(tmp / "cycles_hero.png"),
             "render_side": str(tmp / "cycles_side.png"), "blend": str(tmp / "scene.blend")}
     out = run_scenario(SCENARIO, tmp, args)
     keep = ROOT / "test_output" / "blender"
