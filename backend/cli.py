@@ -1,6 +1,6 @@
 """Command line: ``python -m backend run [JOB.json] --out DIR [flags]`` and ``python -m backend info``.
 
-stdout carries only JSON lines (the progress protocol in backend/events.py); human-readable
+stdout carries only JSON lines (the progress protocol in backend/infra/events.py); human-readable
 errors also go to stderr. Exit codes: 0 success, 2 bad input, 130 cancelled, 1 internal error.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ import traceback
 from pathlib import Path
 
 from backend import __version__
-from backend.errors import Cancelled, LoopscapeError
-from backend.events import EventSink
+from backend.infra.errors import Cancelled, LoopscapeError
+from backend.infra.events import EventSink
 from backend.job import DEVICES, PATH_PRESETS, QUALITIES, JobSpec
 
 EPILOG = """\
@@ -124,7 +124,7 @@ def job_from_args(args: argparse.Namespace) -> JobSpec:
     if args.fov is not None:
         data["camera"] = {"fov_deg": args.fov}
     if args.demo:
-        from backend.demo_scene import write_demo_inputs
+        from backend.tools.demo_scene import write_demo_inputs
 
         demo_dir = Path(args.out).resolve() / "work" / "demo_input"
         fields = write_demo_inputs(demo_dir)

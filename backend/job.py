@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from backend.errors import LoopscapeError
+from backend.infra.errors import LoopscapeError
 
 QUALITIES = ("preview", "draft", "final")
 DEVICES = ("auto", "cpu", "cuda")

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from backend.camera import Camera
-from backend.events import EventSink
-from backend.stage_cache import StageCache, make_key
+from backend.model.camera import Camera
+from backend.infra.events import EventSink
+from backend.infra.cache import StageCache, make_key
 
 # Neighbour smoothness of the 3D-MOM fit (L1, input pixels): without it, per-point noise makes
 # neighbouring Gaussians drift at slightly different speeds and tears textures into streaks.
@@ -17,10 +17,10 @@ PSNR_CAP = 100.0  # identical images report 100 dB instead of infinity (JSON has
 def run_motion(job, img, cam: Camera, points, views, gaussians, inputs, preset, device: torch.device,
                events: EventSink, timer, metrics: dict, cache: StageCache, g_key: str):
     """Return the looping Gaussians (LoopedGaussians) and fill ``metrics`` with the motion figures."""
-    from backend.flow_views import estimate_view_flows, input_view_flow
-    from backend.loop2d import render_loop_2d
-    from backend.mom3d import Motion3D, optimize_3d_motion
-    from backend.motion_field import VelocityField, loop_gaussians
+    from backend.stages.flows import estimate_view_flows, input_view_flow
+    from backend.stages.loop2d import render_loop_2d
+    from backend.stages.mom3d import Motion3D, optimize_3d_motion
+    from backend.model.motion_field import VelocityField, loop_gaussians
 
     H, W = img.rgb.shape[:2]
     moving = inputs.mask.reshape(-1)[points.pixel]
@@ -53,7 +53,7 @@ def run_motion(job, img, cam: Camera, points, views, gaussians, inputs, preset, 
         if preset.iters_4d == 0:
             loop = loop_gaussians(gaussians, field, job.frames)
         else:
-            from backend.train4d import train_4d
+            from backend.stages.gaussians4d import train_4d
 
             side = [c for i, c in enumerate(views.cameras) if i != 0][:: max(1, (len(views.cameras) - 1) // 4)][:4]
             loop, report = train_4d(gaussians, field, cam, side, frames2d, job.frames, preset.iters_4d, device, events,
@@ -92,8 +92,8 @@ def _input_view_loop(loop, cam: Camera, device: torch.device, events: EventSink)
 def _motion_report(frames: np.ndarray, mask: np.ndarray, flow0: np.ndarray) -> dict:
     """How the input-view video follows the requested flow (DIS flow in the eroded mask), stays still
     outside the dilated mask, and closes its loop (frame N against frame 0)."""
-    from backend.metrics.image import psnr
-    from backend.metrics.motion import video_metrics
+    from backend.tools.metrics.image import psnr
+    from backend.tools.metrics.motion import video_metrics
 
     loop = frames[:-1]
     m = video_metrics(loop, mask, target_flow=flow0)
@@ -120,7 +120,7 @@ def with_backdrop(g):
     - Pulling the moving layer 1% nearer (to settle depth ties with static content) hid the static
       edges behind it: 32.7 dB outside the mask against the true video, 36.9 dB without the pull.
     """
-    from backend.gaussians import Gaussians
+    from backend.model.gaussians import Gaussians
 
     g = g.detach()
     idx = torch.nonzero(g.moving).squeeze(1)
@@ -135,8 +135,8 @@ def with_backdrop(g):
 
 def _input_view_motion(xyz: np.ndarray, moving: np.ndarray, cam: Camera, flow0: np.ndarray):
     """The "without 3D-MOM" ablation: the input view's 2D flow lifted at each point's depth, no multi-view fit."""
-    from backend.flow_views import sample_bilinear, unproject
-    from backend.mom3d import Motion3D
+    from backend.stages.flows import sample_bilinear, unproject
+    from backend.stages.mom3d import Motion3D
 
     uv, z = cam.project(xyz.astype(np.float64))
     f = sample_bilinear(flow0, uv) * moving[:, None]

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from backend import __version__
-from backend.atomic import atomic_write_json
-from backend.camera import DEFAULT_FOV_DEG, Camera, intrinsics_from_fov
-from backend.errors import LoopscapeError
-from backend.events import EventSink
+from backend.io.atomic import atomic_write_json
+from backend.model.camera import DEFAULT_FOV_DEG, Camera, intrinsics_from_fov
+from backend.infra.errors import LoopscapeError
+from backend.infra.events import EventSink
 from backend.job import JobSpec
-from backend.stage_cache import StageCache, file_digest, make_key
+from backend.infra.cache import StageCache, file_digest, make_key
 
 RESULT_NAME = "result.json"
 USD_FRAME_START = 1  # Blender's first frame; the importer reads it from result.json
@@ -143,12 +143,12 @@ def _publish(staging: Path, out: Path, result: dict) -> Path:
 
 def _run_stages(job: JobSpec, out: Path, staging: Path, device: torch.device, events: EventSink,
                 cache: StageCache) -> dict:
-    from backend.depth import DepthSpec, estimate_depth
-    from backend.gaussians import from_points
-    from backend.image_input import load_image, save_png
-    from backend.lift import lift_to_points
-    from backend.multiview import synthesize_views, training_cameras
-    from backend.train3d import TrainViews, preset_config, train_gaussians
+    from backend.stages.depth import DepthSpec, estimate_depth
+    from backend.model.gaussians import from_points
+    from backend.io.image import load_image, save_png
+    from backend.stages.lift import lift_to_points
+    from backend.stages.multiview import synthesize_views, training_cameras
+    from backend.stages.gaussians3d import TrainViews, preset_config, train_gaussians
 
     timer = StageTimer(events)
     preset = QUALITY_PRESETS[job.quality]
@@ -163,7 +163,7 @@ def _run_stages(job: JobSpec, out: Path, staging: Path, device: torch.device, ev
         cam = input_camera(job, img.original_size, (W, H))
         motion_inputs = None
         if job.has_motion:
-            from backend.motion_inputs import load_motion_inputs
+            from backend.io.motion_inputs import load_motion_inputs
 
             motion_inputs = load_motion_inputs(
                 (W, H), img.original_size, mask_path=job.resolve(job.mask), labelme_path=job.resolve(job.labelme),
@@ -228,7 +228,7 @@ def _run_stages(job: JobSpec, out: Path, staging: Path, device: torch.device, ev
     with timer.stage("export"):
         result = _export(job, staging, gaussians, loop, frames_rgb, cam, events)
         if input_frames is not None:
-            from backend.video import write_mp4
+            from backend.io.video import write_mp4
 
             write_mp4(input_frames[:-1], staging / "input_view.mp4", job.fps)
             result["input_view_video"] = "input_view.mp4"
@@ -251,7 +251,7 @@ def _run_stages(job: JobSpec, out: Path, staging: Path, device: torch.device, ev
 
 
 def _camera_path(job: JobSpec, cam: Camera) -> list[Camera]:
-    from backend.camera_paths import PRESETS, load_path_json, preset_path
+    from backend.model.camera_paths import PRESETS, load_path_json, preset_path
 
     if isinstance(job.path, str) and job.path in PRESETS:
         return preset_path(job.path, cam, n_frames=job.frames, scale=1.0)
@@ -265,7 +265,7 @@ def _render_path(gaussians, loop, cams: list[Camera], n_frames: int, device,
                  events: EventSink) -> tuple[list[np.ndarray], list[float]]:
     """Frame i of the video uses camera i of the path and loop time i mod N. Pixels no Gaussian
     covers are filled from the background side; returns the frames and each one's uncovered share."""
-    from backend.render_fill import composite_over_fill
+    from backend.render.fill import composite_over_fill
 
     bg = torch.zeros(3, device=device)
     out, uncovered = [], []
@@ -281,8 +281,8 @@ def _render_path(gaussians, loop, cams: list[Camera], n_frames: int, device,
 
 def _export(job: JobSpec, staging: Path, gaussians, loop, frames_rgb: list[np.ndarray], cam: Camera,
             events: EventSink) -> dict:
-    from backend.ply_io import write_gaussians_ply
-    from backend.video import write_mp4, write_png_frames
+    from backend.io.ply import write_gaussians_ply
+    from backend.io.video import write_mp4, write_png_frames
 
     ply_dir = staging / "ply"
     ply_dir.mkdir()
@@ -308,7 +308,7 @@ def _export(job: JobSpec, staging: Path, gaussians, loop, frames_rgb: list[np.nd
         result["png_frames"] = [Path(p).relative_to(staging).as_posix() for p in paths]
     result["usd"] = None
     try:
-        from backend.usd_export import gaussians_to_frame, write_usd_points
+        from backend.io.usd import gaussians_to_frame, write_usd_points
     except ImportError:  # usd-core missing: PLY frames remain the exchange format
         events.warning("usd-core is not installed, so no USD was written; Blender will import the PLY frames.")
     else:

@@ -3,7 +3,7 @@ import csv
 
 import numpy as np
 
-from backend.bench import main, scaling_exponent
+from backend.tools.bench import main, scaling_exponent
 
 
 def test_scaling_exponent():

@@ -65,7 +65,7 @@ def _write(res, source):
             write_ply(res / f"ply/{i:04d}.ply", fr)
             meta["ply_frames"].append(f"ply/{i:04d}.ply")
     else:
-        from backend.usd_export import PointFrame, write_usd_points
+        from backend.io.usd import PointFrame, write_usd_points
 
         write_usd_points(res / "scene.usdc", [PointFrame(fr["means"].astype(np.float32), fr["opacities"].astype(np.float32),
                                                         fr["scales"].astype(np.float32), fr["quats"].astype(np.float32),

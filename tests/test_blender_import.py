@@ -90,7 +90,7 @@ OUT["n_results3"] = len([o for o in SCENE.objects if o.get("loopscape_result")])
 
 def _add_usd(res_dir, syn) -> None:
     """Add the backend's own USD export of the same frames to the result folder."""
-    from backend.usd_export import PointFrame, write_usd_points
+    from backend.io.usd import PointFrame, write_usd_points
 
     frames = [PointFrame(positions=g["means"].astype(np.float32), opacity=g["opacities"].astype(np.float32),
                          scales=g["scales"].astype(np.float32), orientations=g["quats"].astype(np.float32),

@@ -70,7 +70,7 @@ def _backend_render(g: dict, K: np.ndarray, eps2d: float, cycles_like: bool = Fa
     """The backend's rasteriser with dilation eps2d. cycles_like: what Cycles computes from the same
     splats, i.e. sRGB-decoded colours composited in linear light and averaged over the pixel area
     (its 1 px box filter; ss x ss sub-pixels, eps2d kept in original pixels), then encoded."""
-    import backend.raster_cpu as raster_cpu
+    import backend.render.raster_cpu as raster_cpu
 
     keep = raster_cpu.EPS2D
     s = ss if cycles_like else 1

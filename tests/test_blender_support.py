@@ -209,7 +209,7 @@ def render_reference(g: dict, K: np.ndarray, w2c: np.ndarray, width: int, height
     """The backend's own renderer (CPU reference rasteriser) over a black background: (H, W, 3)."""
     import torch
 
-    from backend.rasterize import rasterize
+    from backend.render.rasterize import rasterize
 
     t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
     out = rasterize(t(g["means"]), t(g["quats"]), t(g["scales"]), t(g["opacities"]), t(g["rgb"]), t(w2c), t(K),

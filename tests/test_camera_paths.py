@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from backend.camera import Camera, intrinsics_from_fov, look_at_w2c
-from backend.camera_paths import PRESETS, load_path_json, preset_path
-from backend.errors import LoopscapeError
+from backend.model.camera import Camera, intrinsics_from_fov, look_at_w2c
+from backend.model.camera_paths import PRESETS, load_path_json, preset_path
+from backend.infra.errors import LoopscapeError
 
 W, H = 64, 48
 

@@ -2,11 +2,11 @@
 import numpy as np
 import torch
 
-from backend.camera import Camera, intrinsics_from_fov
-from backend.deform4d import PLANES, DeformConfig, Deformation4D, HexPlane, bake, deform_frame
-from backend.gaussians import from_points
-from backend.losses import psnr
-from backend.motion_field import VelocityField, loop_gaussians
+from backend.model.camera import Camera, intrinsics_from_fov
+from backend.model.deform4d import PLANES, DeformConfig, Deformation4D, HexPlane, bake, deform_frame
+from backend.model.gaussians import from_points
+from backend.model.losses import psnr
+from backend.model.motion_field import VelocityField, loop_gaussians
 
 W, H, N = 24, 16, 6
 

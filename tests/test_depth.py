@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from backend.depth import (FAR_SHELL_MAX, DepthSpec, depth_prior, disparity_to_depth, estimate_depth,
+from backend.stages.depth import (FAR_SHELL_MAX, DepthSpec, depth_prior, disparity_to_depth, estimate_depth,
                            model_input_size, normalise_depth, skyline_dp)
-from backend.errors import LoopscapeError
-from backend.events import NullSink
+from backend.infra.errors import LoopscapeError
+from backend.infra.events import NullSink
 
 SCENES = Path(__file__).resolve().parents[2] / "shared" / "data" / "scenes"
 
@@ -261,7 +261,7 @@ def test_prior_without_sky_is_a_tilted_plane() -> None:
 
 @pytest.mark.skipif(not SCENES.is_dir(), reason="shared test scenes not available")
 def test_prior_on_real_scenes() -> None:
-    from backend.image_input import load_image
+    from backend.io.image import load_image
 
     for scene in sorted(SCENES.iterdir()):
         if not (scene / "image.png").exists():

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from backend.baseline_3dphoto import render_3dphoto_baseline
-from backend.camera import Camera, intrinsics_from_fov
-from backend.evaluate import COLUMNS, hints_from_flow, main, reference_metrics, write_table
+from backend.tools.baseline_3dphoto import render_3dphoto_baseline
+from backend.model.camera import Camera, intrinsics_from_fov
+from backend.tools.evaluate import COLUMNS, hints_from_flow, main, reference_metrics, write_table
 
 
 def test_reference_metrics_crop_and_mask():
@@ -27,7 +27,7 @@ def test_reference_metrics_crop_and_mask():
 
 
 def test_hints_sampled_from_a_flow_reproduce_it_when_densified():
-    from backend.flow_views import HintFlowEstimator
+    from backend.stages.flows import HintFlowEstimator
 
     H, W = 48, 64
     mask = np.zeros((H, W), bool)
@@ -108,7 +108,7 @@ def test_baseline_identity_and_parallax():
 
 def _scene_folder(root):
     """A real-layout scene (no GT): the demo photo, its mask and a rightward flow in the mask."""
-    from backend.demo_scene import make_demo_scene
+    from backend.tools.demo_scene import make_demo_scene
 
     s = make_demo_scene(width=96, height=64)
     d = root / "demo"

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.camera import Camera, intrinsics_from_fov
-from backend.flow_views import HintFlowEstimator, estimate_view_flows, render_points_zbuffer
-from backend.lift import lift_to_points
-from backend.motion_inputs import Hint, MotionInputs
+from backend.model.camera import Camera, intrinsics_from_fov
+from backend.stages.flows import HintFlowEstimator, estimate_view_flows, render_points_zbuffer
+from backend.stages.lift import lift_to_points
+from backend.io.motion_inputs import Hint, MotionInputs
 
 W, H = 48, 32
 

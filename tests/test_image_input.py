@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from backend.errors import LoopscapeError
-from backend.image_input import load_image, save_png
+from backend.infra.errors import LoopscapeError
+from backend.io.image import load_image, save_png
 
 
 def _gradient(w: int = 64, h: int = 48) -> np.ndarray:

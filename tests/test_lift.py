@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.camera import Camera, look_at_w2c
-from backend.lift import lift_to_points
+from backend.model.camera import Camera, look_at_w2c
+from backend.stages.lift import lift_to_points
 
 
 def _scene(w: int = 64, h: int = 48, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

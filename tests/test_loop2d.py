@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from backend.loop2d import euler_integrate, render_loop_2d
+from backend.stages.loop2d import euler_integrate, render_loop_2d
 
 
 def _texture(h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -8,7 +8,7 @@ We reproduce those RNG draws by building layers of the same shapes in the same o
 
 A second, independent source is pyiqa's results calibration: five TID2013 reference/distorted
 pairs shipped in the pyiqa sdist with the official `lpips` package's AlexNet scores. Those images
-are extracted by `python -m backend.metrics.lpips --fetch` (tests skip without them).
+are extracted by `python -m backend.tools.metrics.lpips --fetch` (tests skip without them).
 """
 import csv
 
@@ -18,10 +18,10 @@ import pytest
 import torch
 from torch import nn
 
-from backend.metrics import lpips as L
+from backend.tools.metrics import lpips as L
 
 pytestmark = pytest.mark.skipif(L.weights_path("alex") is None or L.weights_path("vgg") is None,
-                                reason="LPIPS weights not installed: python -m backend.metrics.lpips --fetch")
+                                reason="LPIPS weights not installed: python -m backend.tools.metrics.lpips --fetch")
 
 _VGG = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
 
@@ -71,7 +71,7 @@ def _read_rgb01(path) -> np.ndarray:
 
 
 @pytest.mark.skipif(not (L.calibration_dir() / "results_official.csv").exists(),
-                    reason="LPIPS calibration images not installed: python -m backend.metrics.lpips --fetch")
+                    reason="LPIPS calibration images not installed: python -m backend.tools.metrics.lpips --fetch")
 @pytest.mark.parametrize("name", sorted(PYIQA_OFFICIAL_ALEX))
 def test_published_pyiqa_official_alex_values(name):
     published = PYIQA_OFFICIAL_ALEX[name]

@@ -4,9 +4,9 @@ import cv2
 import numpy as np
 import pytest
 
-from backend.metrics import image as I
-from backend.metrics import motion as M
-from backend.metrics.piqe import piqe
+from backend.tools.metrics import image as I
+from backend.tools.metrics import motion as M
+from backend.tools.metrics.piqe import piqe
 
 
 def _texture(h=48, w=64, seed=0):

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.camera import Camera, intrinsics_from_fov, look_at_w2c
-from backend.flow_views import ViewFlows, estimate_view_flows, render_points_zbuffer
-from backend.lift import lift_to_points
-from backend.mom3d import optimize_3d_motion
+from backend.model.camera import Camera, intrinsics_from_fov, look_at_w2c
+from backend.stages.flows import ViewFlows, estimate_view_flows, render_points_zbuffer
+from backend.stages.lift import lift_to_points
+from backend.stages.mom3d import optimize_3d_motion
 
 W, H = 48, 32
 SCENES = Path(__file__).resolve().parents[2] / "shared" / "data" / "scenes"
@@ -85,7 +85,7 @@ def test_recovers_true_3d_motion_from_inconsistent_views() -> None:
 
 
 def _input_lift(cam, pc, vf, moving):
-    from backend.flow_views import unproject
+    from backend.stages.flows import unproject
 
     uv, z = cam.project(pc.xyz)
     f = vf.flows[0].reshape(-1, 2)
@@ -142,8 +142,8 @@ def test_no_moving_points() -> None:
 
 @pytest.mark.skipif(not SCENES.is_dir(), reason="shared scenes not available")
 def test_shared_scene_epe_drops_tenfold() -> None:
-    from backend.image_input import load_image
-    from backend.motion_inputs import load_motion_inputs
+    from backend.io.image import load_image
+    from backend.io.motion_inputs import load_motion_inputs
 
     d = SCENES / "cine_0000301"
     img = load_image(d / "image.png", 64)

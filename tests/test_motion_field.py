@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from backend.camera import Camera, intrinsics_from_fov
-from backend.errors import LoopscapeError
-from backend.gaussians import from_points
-from backend.lift import lift_to_points
-from backend.losses import psnr
-from backend.motion_field import VelocityField, loop_gaussians
+from backend.model.camera import Camera, intrinsics_from_fov
+from backend.infra.errors import LoopscapeError
+from backend.model.gaussians import from_points
+from backend.stages.lift import lift_to_points
+from backend.model.losses import psnr
+from backend.model.motion_field import VelocityField, loop_gaussians
 
 W, H, N = 32, 24, 6
 U = 0.5  # pixels per frame, to the right, in the lower half
@@ -108,7 +108,7 @@ def test_loop_has_constant_count_static_stays_and_frame_n_renders_like_frame_0()
 
 
 def test_render_blends_the_two_layers_in_image_space_like_the_2d_loop():
-    from backend.loop2d import render_loop_2d
+    from backend.stages.loop2d import render_loop_2d
 
     g, vel, mask, cam = make_scene()
     L = loop_gaussians(g, VelocityField(vel, cam, mask), N)

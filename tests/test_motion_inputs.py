@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from backend.errors import LoopscapeError
-from backend.events import NullSink
-from backend.motion_inputs import Hint, load_motion_inputs
+from backend.infra.errors import LoopscapeError
+from backend.infra.events import NullSink
+from backend.io.motion_inputs import Hint, load_motion_inputs
 
 SCENES = Path(__file__).resolve().parents[2] / "shared" / "data" / "scenes"
 

@@ -4,11 +4,11 @@ import time
 import numpy as np
 import pytest
 
-from backend.camera import Camera, intrinsics_from_fov
-from backend.errors import LoopscapeError
-from backend.events import NullSink
-from backend.lift import lift_to_points
-from backend.multiview import (MultiViewSet, fill_holes, render_points_zbuffer, render_view, synthesize_views,
+from backend.model.camera import Camera, intrinsics_from_fov
+from backend.infra.errors import LoopscapeError
+from backend.infra.events import NullSink
+from backend.stages.lift import lift_to_points
+from backend.stages.multiview import (MultiViewSet, fill_holes, render_points_zbuffer, render_view, synthesize_views,
                                training_cameras)
 
 W, H = 64, 48

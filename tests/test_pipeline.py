@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from backend.demo_scene import make_demo_scene
+from backend.tools.demo_scene import make_demo_scene
 from independent_render import read_ply, render
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,9 +10,9 @@ import pytest
 import torch
 from plyfile import PlyData, PlyElement
 
-from backend.errors import LoopscapeError
-from backend.gaussians import Gaussians, from_points
-from backend.ply_io import PROPERTIES, read_gaussians_ply, write_gaussians_ply
+from backend.infra.errors import LoopscapeError
+from backend.model.gaussians import Gaussians, from_points
+from backend.io.ply import PROPERTIES, read_gaussians_ply, write_gaussians_ply
 
 
 def random_gaussians(n: int = 2000, seed: int = 0) -> Gaussians:

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from backend.rasterize import rasterize
+from backend.render.rasterize import rasterize
 
 
 def brute_force(means, quats, scales, opac, colors, viewmat, K, W, H):
@@ -97,7 +97,7 @@ def test_early_termination_matches_brute_force():
 
 def test_rotated_camera_and_background():
     means, quats, scales, opac, colors, _, K, W, H = random_scene(40, seed=5)
-    from backend.camera import rotation_yaw_pitch
+    from backend.model.camera import rotation_yaw_pitch
     import numpy as np
     vm = np.eye(4); vm[:3, :3] = rotation_yaw_pitch(8, -5).T; vm[:3, 3] = [0.1, -0.05, 0.2]
     vm = torch.tensor(vm, dtype=torch.float32)

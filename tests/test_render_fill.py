@@ -2,11 +2,11 @@
 import numpy as np
 import torch
 
-from backend.camera import Camera, intrinsics_from_fov
-from backend.gaussians import from_points
-from backend.lift import lift_to_points
-from backend.metrics.image import psnr
-from backend.render_fill import composite_over_fill
+from backend.model.camera import Camera, intrinsics_from_fov
+from backend.model.gaussians import from_points
+from backend.stages.lift import lift_to_points
+from backend.tools.metrics.image import psnr
+from backend.render.fill import composite_over_fill
 
 W, H = 64, 48
 

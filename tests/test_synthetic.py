@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from backend.metrics.motion import dis_flow
-from backend.synthetic import eval_path_translations, generate_scene
+from backend.tools.metrics.motion import dis_flow
+from backend.tools.synthetic import eval_path_translations, generate_scene
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="bpy not installed")
 

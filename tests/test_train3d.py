@@ -2,10 +2,10 @@
 import numpy as np
 import torch
 
-from backend.camera import Camera, intrinsics_from_fov, look_at_w2c
-from backend.gaussians import Gaussians, from_points
-from backend.losses import psnr
-from backend.train3d import DensityControl, TrainConfig, TrainViews, train_gaussians
+from backend.model.camera import Camera, intrinsics_from_fov, look_at_w2c
+from backend.model.gaussians import Gaussians, from_points
+from backend.model.losses import psnr
+from backend.stages.gaussians3d import DensityControl, TrainConfig, TrainViews, train_gaussians
 
 W, H = 64, 48
 

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from backend.camera import Camera, intrinsics_from_fov
-from backend.errors import LoopscapeError
-from backend.gaussians import from_points
-from backend.lift import lift_to_points
-from backend.train4d import train_4d
+from backend.model.camera import Camera, intrinsics_from_fov
+from backend.infra.errors import LoopscapeError
+from backend.model.gaussians import from_points
+from backend.stages.lift import lift_to_points
+from backend.stages.gaussians4d import train_4d
 
 W, H, N = 48, 32, 8
 U_GIVEN, U_TRUE = 0.5, 1.0  # the 3D motion under-estimates the 2D loop's speed by half
@@ -55,7 +55,7 @@ def test_training_beats_the_preview_and_the_loop_closes(one_thread):
     torch.manual_seed(0)
     g, vel, mask, cam, side, frames = make_scene()
     events = []
-    from backend.events import NullSink
+    from backend.infra.events import NullSink
 
     sink = NullSink()
     sink.listeners.append(events.append)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from backend.errors import LoopscapeError
-from backend.gaussians import Gaussians, rgb_to_sh0
-from backend.usd_export import PRIM_PATH, gaussians_to_frame, write_usd_points
+from backend.infra.errors import LoopscapeError
+from backend.model.gaussians import Gaussians, rgb_to_sh0
+from backend.io.usd import PRIM_PATH, gaussians_to_frame, write_usd_points
 
 P, F = 40, 5
 

@@ -4,8 +4,8 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from backend.errors import LoopscapeError
-from backend.video import write_mp4, write_png_frames
+from backend.infra.errors import LoopscapeError
+from backend.io.video import write_mp4, write_png_frames
 
 
 def make_frames(n: int, w: int, h: int) -> list[np.ndarray]:

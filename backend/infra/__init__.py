@@ -1,0 +1,1 @@
+"""Plumbing every stage uses: errors, progress events, the stage cache."""

@@ -1,0 +1,31 @@
+"""Fill what a camera sees beyond the Gaussians' extent, for the backend's own video frames.
+
+Path cameras move away from the photo's frustum, and at their extremes part of the frame sees no
+Gaussian at all (on the synthetic circle path up to 6% of a frame). Rendered over black, those
+strips flash in and out as the camera moves. Here the render is composited over a hole-filled
+copy of itself: pixels that are mostly uncovered take the background-side fill of
+``multiview.fill_holes``, the same rule that filled the pseudo views the Gaussians were trained on.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from backend.stages.multiview import fill_holes
+
+COVERED_ALPHA = 0.5  # a pixel at least this opaque is observed; its un-premultiplied colour seeds the fill
+
+
+def composite_over_fill(colors: np.ndarray, alpha: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, float]:
+    """``colors`` (H, W, 3) rendered over black, ``alpha``/``depth`` (H, W) or (H, W, 1).
+
+    Returns the frame composited over its hole fill, and the uncovered share of pixels.
+    """
+    a = np.asarray(alpha, np.float32).reshape(colors.shape[:2])
+    z = np.asarray(depth, np.float32).reshape(colors.shape[:2])
+    covered = a >= COVERED_ALPHA
+    if covered.all():
+        return np.asarray(colors, np.float32), 0.0
+    straight = np.where(covered[..., None], colors / np.maximum(a, 1e-6)[..., None], 0.0).astype(np.float32)
+    fill, _ = fill_holes(np.clip(straight, 0.0, 1.0), np.where(covered, z, 0.0), covered)
+    out = colors + (1.0 - a)[..., None] * fill
+    return np.clip(out, 0.0, 1.0).astype(np.float32), float(1.0 - covered.mean())

@@ -1,0 +1,1 @@
+"""The pipeline's stages, one module each, named as in ``contract.protocol.STAGES``."""

@@ -1,0 +1,504 @@
+"""Monocular depth for the input photo: one interface, three sources.
+
+``estimate_depth(rgb, spec, events) -> DepthMap`` picks the source from ``DepthSpec.source``:
+
+* ``"model"`` - a learned model through transformers' ``AutoModelForDepthEstimation`` (default
+  Depth Anything V2 Small). Any hub id or a local folder saved with ``save_pretrained``. Online it
+  loads from the hub; offline (``HF_HUB_OFFLINE=1`` or no network) from the local cache or folder.
+  Pre-processing is done here from the model's ``preprocessor_config.json`` (resize to a multiple
+  of the patch size near the model's size, rescale, normalise), so torchvision is never needed.
+  Depth Anything predicts relative *disparity*; near-zero disparity is sky/infinity.
+* a path to a file - ``.npy``, 16-bit ``.png`` or ``.exr``, holding depth or disparity
+  (``DepthSpec.kind``); resized to the image size. Zero, negative or infinite depth means "no
+  depth" and goes to the far shell, as does zero disparity.
+* ``"prior"`` - an offline geometric prior, no weights needed (below).
+* ``"auto"`` (default) - the model when it can be loaded, else the prior with a warning.
+
+The offline prior
+-----------------
+Landscape photos are mostly "sky above, ground plane below, distant relief at the horizon".
+
+1. Sky. Each pixel gets a sky score from image cues: low local texture (sky and clouds are
+   smooth compared with terrain), height in the frame, and a colour log-likelihood ratio between
+   a sky and a ground colour histogram. The histograms start from the top band and the bottom
+   band of the frame and are re-estimated twice from the current skyline (ground colours only
+   from the lower half, so that a low cloud misread once does not teach the model). Sky is taken
+   to be a *prefix of each column* (connected to the top edge, never reappearing below the
+   ground, so lake reflections are not sky); the skyline ``b(x)`` maximises the summed score
+   above it with an L1 penalty on jumps between neighbouring columns, solved exactly by dynamic
+   programming. A sky that is not clearly smoother than what lies below it is rejected.
+   Known limits: bright, smooth grey rock faces can be taken for overcast sky, and dark storm
+   clouds low on the horizon for terrain (they then sit at the capped mountain distance).
+2. Horizon. The horizon row is a low percentile-point of the skyline (the lower parts of the
+   skyline are where distant terrain meets the horizon), or above the frame when there is no sky.
+3. Depth. Below the horizon the ground is a plane seen by a level camera: depth ~ 1 / (y - y_h).
+   Approaching the horizon that depth is capped, and non-sky content above the horizon
+   (mountains, buildings, trees against the sky) sits at the same capped distance, standing on
+   the far ground. The sky goes to the far shell during normalisation.
+4. Image cues are used modestly: the log-depth is smoothed (a small Gaussian) so that the
+   skyline and the cap do not leave hard steps.
+
+Normalisation (docs/DESIGN.md): depth is scaled so that the 10th percentile of non-sky depth is
+1.0; sky and missing depth go to the far shell at ``min(FAR_SHELL_MAX, 2 x 98th percentile of
+non-sky depth)``, and non-sky depth beyond the shell is clipped to it.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")  # EXR depth files; read by OpenCV on first use
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import cv2
+import numpy as np
+
+from backend.infra.errors import LoopscapeError
+from backend.infra.events import EventSink
+
+FAR_SHELL_MAX = 20.0  # cap on the far shell, in units of the near content (10th percentile = 1)
+DEFAULT_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
+NEAR_ZERO_DISPARITY = 0.02  # disparity below this fraction of its 99th percentile counts as infinity
+_FILE_EXTS = (".npy", ".png", ".exr")
+
+
+@dataclass
+class DepthSpec:
+    source: str = "auto"  # "auto" | "model" | "prior" | path to a depth/disparity file
+    kind: str = "depth"  # "depth" | "disparity", for files
+    model: str = DEFAULT_MODEL  # hub id or local folder
+    device: str = "cpu"  # "cpu" | "cuda" | "auto"
+
+
+@dataclass
+class DepthMap:
+    depth: np.ndarray  # (H, W) float32, normalised (see module docstring)
+    sky: np.ndarray  # (H, W) bool
+    source: str  # what was used: "model:<id>", "prior", "file:<name>"
+
+    @property
+    def far_shell(self) -> float:
+        return float(self.depth.max())
+
+
+def estimate_depth(rgb: np.ndarray, spec: DepthSpec | None = None, events: EventSink | None = None) -> DepthMap:
+    """Depth for ``rgb`` (H, W, 3) float in [0, 1], normalised per the design contract."""
+    spec = spec or DepthSpec()
+    rgb = np.asarray(rgb, dtype=np.float32)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"estimate_depth expects (H, W, 3), got {rgb.shape}")
+    if spec.kind not in ("depth", "disparity"):
+        raise LoopscapeError(f"depth kind must be 'depth' or 'disparity', got {spec.kind!r}.", "Say which the depth file holds.")
+    source = str(spec.source)
+    if source == "prior":
+        return depth_prior(rgb)
+    if source == "model":
+        return depth_from_model(rgb, load_depth_model(spec.model, spec.device))
+    if source == "auto":
+        try:
+            model = load_depth_model(spec.model, spec.device)
+        except LoopscapeError as exc:
+            if events is not None:
+                events.warning(
+                    f"depth model {spec.model} is not available ({exc.message}); using the offline geometric depth prior, "
+                    "which is much rougher. Connect to the internet once to download the model (it is cached), "
+                    "or pass a local model folder.")
+            return depth_prior(rgb)
+        return depth_from_model(rgb, model)
+    return depth_from_file(source, rgb.shape[:2], spec.kind)
+
+
+# ----------------------------------------------------------------------------- normalisation
+
+
+def normalise_depth(depth: np.ndarray, sky: np.ndarray) -> np.ndarray:
+    """Scale so that the 10th percentile of valid non-sky depth is 1; sky/missing onto the far shell."""
+    d = np.asarray(depth, dtype=np.float64)
+    sky = np.asarray(sky, dtype=bool)
+    valid = np.isfinite(d) & (d > 0) & ~sky
+    if not valid.any():
+        raise LoopscapeError("the depth map holds no usable depth (everything is sky, zero or infinite).",
+                             "Use another depth source, for example --depth prior.")
+    d = d / np.percentile(d[valid], 10)
+    far = min(FAR_SHELL_MAX, 2.0 * float(np.percentile(d[valid], 98)))
+    out = np.where(valid, np.minimum(d, far), far)
+    return out.astype(np.float32)
+
+
+def _finish(depth: np.ndarray, sky: np.ndarray, source: str) -> DepthMap:
+    sky = np.asarray(sky, dtype=bool) | ~(np.isfinite(depth) & (depth > 0))
+    return DepthMap(depth=normalise_depth(depth, sky), sky=sky, source=source)
+
+
+def disparity_to_depth(disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Relative disparity to depth; near-zero disparity is infinity (sky). Returns (depth, sky)."""
+    disp = np.asarray(disp, dtype=np.float64)
+    finite = np.isfinite(disp)
+    ref = np.percentile(disp[finite], 99) if finite.any() else 0.0
+    if ref <= 0:
+        raise LoopscapeError("the disparity map is zero or negative everywhere.", "Check the file, or say --depth-kind depth if it holds depth.")
+    sky = ~finite | (disp <= NEAR_ZERO_DISPARITY * ref)
+    depth = np.where(sky, np.inf, 1.0 / np.where(sky, 1.0, disp))
+    return depth, sky
+
+
+# ----------------------------------------------------------------------------- learned model
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # a transformers depth-estimation model in eval mode
+    name: str  # the id or folder it came from
+    size: tuple[int, int]  # (height, width) the model was trained at
+    multiple: int  # input sides must be multiples of this (patch size)
+    mean: np.ndarray
+    std: np.ndarray
+    rescale: float
+    keep_aspect: bool
+    outputs_disparity: bool
+    device: str
+
+
+_MODEL_CACHE: dict[tuple[str, str], LoadedModel] = {}
+
+
+def _offline_env() -> bool:
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return True
+    return False
+
+
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    """A quick TCP probe; huggingface_hub otherwise retries for ~30 s before giving up."""
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device in ("auto", "", None):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise LoopscapeError(f"device {device} was requested but CUDA is not available.", "Use --device cpu or auto.")
+    return device
+
+
+def load_depth_model(name: str, device: str = "cpu") -> LoadedModel:
+    """Load a depth model by hub id or local folder; LoopscapeError (with the fix) when impossible."""
+    dev = _resolve_device(device)
+    key = (str(name), dev)
+    if key in _MODEL_CACHE:
+        return _MODEL_CACHE[key]
+    import torch  # noqa: F401  (imported here so that the prior path never pays for it)
+    from transformers import AutoModelForDepthEstimation
+
+    folder = Path(name).expanduser()
+    is_local = folder.is_dir()
+    if not is_local and (name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1)):
+        raise LoopscapeError(f"depth model folder {name} does not exist.", "Pass a folder saved with save_pretrained, or a hub id such as " + DEFAULT_MODEL + ".")
+    local_only = is_local or _offline_env() or not _hub_reachable()
+    src = str(folder) if is_local else name
+    try:
+        model = AutoModelForDepthEstimation.from_pretrained(src, local_files_only=local_only)
+        proc = _read_processor_config(src, local_only)
+    except Exception as exc:  # transformers raises OSError/ValueError/HF errors for missing files
+        where = "the folder" if is_local else ("the local cache (offline)" if local_only else "the hub")
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise LoopscapeError(
+            f"could not load depth model {name} from {where}: {reason}",
+            "Connect to the internet once so the model downloads into the cache, pass a local folder saved with "
+            "save_pretrained, or use --depth prior.") from None
+    model.eval().to(dev)
+    size = proc.get("size", {}) or {}
+    if "height" in size:
+        hw = (int(size["height"]), int(size["width"]))
+    else:
+        side = int(size.get("shortest_edge", 518))
+        hw = (side, side)
+    multiple = int(proc.get("ensure_multiple_of", getattr(model.config, "patch_size", 14)) or 14)
+    mtype = getattr(model.config, "model_type", "")
+    loaded = LoadedModel(
+        model=model,
+        name=str(name),
+        size=hw,
+        multiple=max(1, multiple),
+        mean=np.asarray(proc.get("image_mean", [0.485, 0.456, 0.406]), np.float32) if proc.get("do_normalize", True) else np.zeros(3, np.float32),
+        std=np.asarray(proc.get("image_std", [0.229, 0.224, 0.225]), np.float32) if proc.get("do_normalize", True) else np.ones(3, np.float32),
+        rescale=1.0,  # our input is already float in [0, 1], i.e. uint8 * rescale_factor
+        keep_aspect=bool(proc.get("keep_aspect_ratio", True)),
+        # relative Depth Anything predicts disparity; metric heads (and ZoeDepth, DPT-metric) predict depth
+        outputs_disparity=(mtype == "depth_anything" and getattr(model.config, "depth_estimation_type", "relative") == "relative")
+        or mtype == "dpt",
+        device=dev,
+    )
+    _MODEL_CACHE[key] = loaded
+    return loaded
+
+
+def _read_processor_config(src: str, local_only: bool) -> dict:
+    from transformers.utils import cached_file
+
+    path = cached_file(src, "preprocessor_config.json", local_files_only=local_only,
+                       _raise_exceptions_for_missing_entries=False)
+    if path is None:  # a model folder without a processor: fall back to ImageNet statistics
+        return {}
+    return json.loads(Path(path).read_text())
+
+
+def model_input_size(h: int, w: int, target: tuple[int, int], multiple: int, keep_aspect: bool) -> tuple[int, int]:
+    """(height, width) for the network: DPT's rule - scale by whichever factor changes the image
+    least, keeping the aspect ratio - then round each side to the nearest multiple of the patch size."""
+    th, tw = target
+    sh, sw = th / h, tw / w
+    if keep_aspect:
+        s = sw if abs(1 - sw) < abs(1 - sh) else sh
+        sh = sw = s
+    oh = max(multiple, int(round(h * sh / multiple)) * multiple)
+    ow = max(multiple, int(round(w * sw / multiple)) * multiple)
+    return oh, ow
+
+
+def depth_from_model(rgb: np.ndarray, lm: LoadedModel) -> DepthMap:
+    import torch
+
+    h, w = rgb.shape[:2]
+    ih, iw = model_input_size(h, w, lm.size, lm.multiple, lm.keep_aspect)
+    x = cv2.resize(rgb, (iw, ih), interpolation=cv2.INTER_CUBIC if ih * iw > h * w else cv2.INTER_AREA)
+    x = (np.clip(x, 0, 1) * lm.rescale - lm.mean) / lm.std
+    t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].to(lm.device)
+    with torch.inference_mode():
+        out = lm.model(pixel_values=t).predicted_depth
+    pred = out.reshape(out.shape[-2], out.shape[-1]).float().cpu().numpy()
+    pred = cv2.resize(pred, (w, h), interpolation=cv2.INTER_LINEAR if h * w > pred.size else cv2.INTER_AREA)
+    if not np.all(np.isfinite(pred)):
+        raise LoopscapeError(f"depth model {lm.name} produced invalid values (NaN/inf).", "Try another model or --depth prior.")
+    if lm.outputs_disparity:
+        depth, sky = disparity_to_depth(np.maximum(pred, 0.0))
+    else:
+        depth = pred.astype(np.float64)
+        sky = ~(depth > 0)
+    return _finish(depth, sky, f"model:{lm.name}")
+
+
+# ----------------------------------------------------------------------------- user's file
+
+
+def read_depth_file(path: str | Path) -> np.ndarray:
+    """Read a 2D float map from .npy, 16-bit .png or .exr (not yet resized or normalised)."""
+    p = Path(path)
+    if not p.exists():
+        raise LoopscapeError(f"depth file not found: {p}.", "Check the path, or use --depth auto to estimate depth.")
+    ext = p.suffix.lower()
+    if ext not in _FILE_EXTS:
+        raise LoopscapeError(f"depth file {p.name} has an unsupported type {ext or '(none)'}.", "Use .npy, 16-bit .png or .exr.")
+    if ext == ".npy":
+        try:
+            a = np.load(p, allow_pickle=False)
+        except Exception as exc:
+            raise LoopscapeError(f"could not read depth file {p.name}: {exc}.", "Save it with numpy.save as a float array.") from None
+    else:
+        a = cv2.imread(str(p), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
+        if a is None:
+            raise LoopscapeError(f"could not read depth file {p.name}; it is damaged or not a {ext} image.", "Re-export it.")
+        if ext == ".png" and a.dtype != np.uint16:
+            raise LoopscapeError(f"depth PNG {p.name} is {a.dtype}, which is too coarse for depth.", "Save depth as a 16-bit PNG, .npy or .exr.")
+    a = np.asarray(a)
+    if a.ndim == 3 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim == 3 and a.shape[2] in (1, 3, 4):
+        a = a[:, :, 0]  # one channel holds the value (EXR depth is often written as R or as RGB)
+    if a.ndim != 2 or min(a.shape) < 2:
+        raise LoopscapeError(f"depth file {p.name} has shape {a.shape}; expected a 2D map (H, W).", "Save one value per pixel.")
+    if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+        raise LoopscapeError(f"depth file {p.name} holds {a.dtype} values.", "Save it as float or 16-bit integers.")
+    a = a.astype(np.float64)
+    if np.isnan(a).any():
+        raise LoopscapeError(f"depth file {p.name} contains NaN values.", "Fill the holes (use 0 or inf for sky / no depth).")
+    return a
+
+
+def depth_from_file(path: str | Path, size_hw: tuple[int, int], kind: str = "depth") -> DepthMap:
+    p = Path(path)
+    raw = read_depth_file(p)
+    if kind == "disparity":
+        depth, sky = disparity_to_depth(np.where(np.isfinite(raw), raw, 0.0))
+    else:
+        # zero/negative, infinite or absurdly large depth (renderer background) means "no depth"
+        sky = ~np.isfinite(raw) | (raw <= 0) | (raw >= 1e9)
+        depth = np.where(sky, np.inf, raw)
+    h, w = size_hw
+    if depth.shape != (h, w):
+        if abs(depth.shape[1] / depth.shape[0] - w / h) > 0.02 * (w / h):
+            raise LoopscapeError(f"depth file {p.name} is {depth.shape[1]}x{depth.shape[0]}, but the image is {w}x{h} (another aspect ratio).",
+                                 "Use a depth map made for this image.")
+        # resample disparity (bounded, smooth across the sky edge), and the sky mask by nearest
+        disp = np.where(sky, 0.0, 1.0 / np.where(sky, 1.0, depth)).astype(np.float32)
+        interp = cv2.INTER_AREA if depth.shape[0] > h else cv2.INTER_LINEAR
+        disp = cv2.resize(disp, (w, h), interpolation=interp).astype(np.float64)
+        sky = cv2.resize(sky.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool) | (disp <= 0)
+        depth = np.where(sky, np.inf, 1.0 / np.where(sky, 1.0, disp))
+    if (~sky).sum() == 0:
+        raise LoopscapeError(f"depth file {p.name} has no valid depth (all zero, infinite or sky).", "Check the file and --depth-kind.")
+    return _finish(depth, sky, f"file:{p.name}")
+
+
+# ----------------------------------------------------------------------------- offline prior
+
+PRIOR_WORK_SIDE = 256  # the prior runs at this long side; its output is smooth, so that is plenty
+_GROUND_EPS = 0.02  # ground depth ~ 1 / ((y - y_h) / H + eps): keeps the horizon finite
+_CAP_ROWS = 0.04  # depth cap = ground depth this fraction of the height below the horizon
+
+
+def depth_prior(rgb: np.ndarray) -> DepthMap:
+    """Offline geometric depth (see the module docstring)."""
+    h, w = rgb.shape[:2]
+    s = min(1.0, PRIOR_WORK_SIDE / max(h, w))
+    sw, sh = max(8, round(w * s)), max(8, round(h * s))
+    small = cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_AREA) if (sw, sh) != (w, h) else rgb
+    _, skyline_small = sky_score(small)
+    skyline_small = _validate_sky(small, skyline_small)
+    # skyline at full resolution: rows scale by h/sh, columns interpolate
+    xs_small = (np.arange(sw) + 0.5) * w / sw
+    skyline = np.interp(np.arange(w) + 0.5, xs_small, skyline_small.astype(np.float64)) * h / sh
+    rows = np.arange(h)[:, None] + 0.5
+    sky = rows < skyline[None, :]
+    y_h = horizon_row(skyline, h)
+    t = np.maximum((rows - y_h) / h, _CAP_ROWS)
+    depth = np.broadcast_to(1.0 / (t + _GROUND_EPS), (h, w)).astype(np.float64)
+    depth = _smooth_log_depth(depth, sky, sigma=0.01 * max(h, w))
+    return _finish(np.where(sky, np.inf, depth), sky, "prior")
+
+
+def _texture(lab: np.ndarray) -> np.ndarray:
+    """Local texture: box-averaged gradient magnitude of the lightly blurred Lab image."""
+    h, w = lab.shape[:2]
+    blur = cv2.GaussianBlur(lab, (0, 0), 1.0)
+    g = np.zeros((h, w), np.float32)
+    for c, wt in ((0, 1.0), (1, 0.5), (2, 0.5)):
+        gx = cv2.Sobel(blur[:, :, c], cv2.CV_32F, 1, 0, ksize=3)
+        gy = cv2.Sobel(blur[:, :, c], cv2.CV_32F, 0, 1, ksize=3)
+        g += wt * np.sqrt(gx * gx + gy * gy)
+    k = max(3, (min(h, w) // 40) | 1)
+    return cv2.blur(g, (k, k))
+
+
+def _colour_bins(lab: np.ndarray) -> np.ndarray:
+    """Quantise Lab into 8 x 16 x 16 bins (a, b clipped to +-64: landscapes rarely go beyond)."""
+    li = np.clip(lab[:, :, 0] / 100.0 * 8, 0, 7.999).astype(np.int32)
+    ai = np.clip((lab[:, :, 1] + 64) / 128.0 * 16, 0, 15.999).astype(np.int32)
+    bi = np.clip((lab[:, :, 2] + 64) / 128.0 * 16, 0, 15.999).astype(np.int32)
+    return (li * 16 + ai) * 16 + bi
+
+
+def _colour_llr(bins: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """log p(colour | class a) - log p(colour | class b) from smoothed colour histograms."""
+    def hist(mask: np.ndarray) -> np.ndarray:
+        hgm = np.bincount(bins[mask], minlength=8 * 16 * 16).astype(np.float32).reshape(8, 16, 16)
+        hgm = cv2.GaussianBlur(hgm.reshape(8, 256), (0, 0), 0.7).reshape(8, 16, 16)  # share mass across a/b
+        hgm = hgm.reshape(-1) + 0.5
+        return hgm / hgm.sum()
+    return np.log(hist(a))[bins] - np.log(hist(b))[bins]
+
+
+def sky_score(rgb: np.ndarray, iterations: int = 3, jump_cost: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel sky evidence (positive = sky) and the skyline b(x) found with it.
+
+    Colour models for sky and ground start from the top and bottom bands of the frame and are
+    re-estimated from the current skyline a few times (a small GrabCut-like loop); texture and
+    height in the frame are fixed cues.
+    """
+    h, w = rgb.shape[:2]
+    lab = cv2.cvtColor(np.clip(rgb, 0, 1).astype(np.float32), cv2.COLOR_RGB2LAB)  # L 0..100, a/b ~ +-100
+    tex = _texture(lab)
+    tex_n = tex / (float(np.median(tex)) + 1e-3)
+    e_tex = np.clip(1.0 - tex_n, -2.0, 1.0)
+    yy = (np.arange(h, dtype=np.float32)[:, None] + 0.5) / h
+    e_pos = np.broadcast_to(0.5 - yy, (h, w))  # sky is up
+    bins = _colour_bins(lab)
+    rows = np.arange(h)[:, None]
+    smooth = tex_n < 1.0
+    sky_m = (rows < max(2, int(0.15 * h))) & smooth
+    if sky_m.sum() < 0.02 * h * w:
+        sky_m = np.broadcast_to(rows < max(2, int(0.15 * h)), (h, w))
+    ground_m = np.broadcast_to(rows >= int(0.7 * h), (h, w))
+    score = np.zeros((h, w), np.float32)
+    skyline = np.zeros(w, np.int64)
+    for _ in range(iterations):
+        llr = np.clip(_colour_llr(bins, sky_m, ground_m), -2.5, 2.5)
+        score = (0.5 * llr + 1.0 * e_tex + 1.0 * e_pos).astype(np.float32)
+        skyline = skyline_dp(score, jump_cost)
+        sky = rows < skyline[None, :]
+        margin = max(1, h // 50)
+        # ground colours only from the lower half: low clouds misread once must not teach the model
+        ground = (rows >= (skyline[None, :] + margin)) & (rows >= h // 2)
+        if sky.sum() < 0.01 * h * w or ground.sum() < 0.05 * h * w:
+            break
+        sky_m, ground_m = sky & smooth if (sky & smooth).sum() > 0.005 * h * w else sky, ground
+    return score, skyline
+
+
+def skyline_dp(score: np.ndarray, jump_cost: float = 0.5) -> np.ndarray:
+    """Per column x the sky height b(x) in 0..H (sky = rows < b) maximising
+    sum_x sum_{y<b(x)} score(y, x) - jump_cost * sum_x |b(x) - b(x-1)|, exactly (L1-chain DP)."""
+    h, w = score.shape
+    gain = np.vstack([np.zeros((1, w)), np.cumsum(score, axis=0, dtype=np.float64)])  # (H+1, W)
+    cost = -gain
+    rows = np.arange(h + 1, dtype=np.float64)
+    acc = np.empty_like(cost)
+    acc[:, 0] = cost[:, 0]
+    for x in range(1, w):
+        prev = acc[:, x - 1]
+        # min_b' prev[b'] + c|b - b'| by two running minima (lower envelope of cones)
+        fwd = np.minimum.accumulate(prev - jump_cost * rows) + jump_cost * rows
+        bwd = (np.minimum.accumulate((prev + jump_cost * rows)[::-1]))[::-1] - jump_cost * rows
+        acc[:, x] = cost[:, x] + np.minimum(fwd, bwd)
+    b = np.empty(w, dtype=np.int64)
+    b[-1] = int(np.argmin(acc[:, -1]))
+    for x in range(w - 1, 0, -1):
+        b[x - 1] = int(np.argmin(acc[:, x - 1] + jump_cost * np.abs(rows - b[x])))
+    return b
+
+
+def _validate_sky(rgb: np.ndarray, skyline: np.ndarray) -> np.ndarray:
+    """Drop a 'sky' that is too small or not smoother than what lies below it."""
+    h, w = rgb.shape[:2]
+    sky = np.arange(h)[:, None] < skyline[None, :]
+    frac = sky.mean()
+    if frac < 0.01 or frac > 0.97:
+        return np.zeros_like(skyline) if frac < 0.01 else skyline
+    gray = cv2.cvtColor(rgb.astype(np.float32), cv2.COLOR_RGB2GRAY)
+    g = np.abs(cv2.Laplacian(cv2.GaussianBlur(gray, (0, 0), 1.0), cv2.CV_32F))
+    if np.median(g[sky]) > 0.8 * np.median(g[~sky]):
+        return np.zeros_like(skyline)
+    return skyline
+
+
+def horizon_row(skyline: np.ndarray, h: int) -> float:
+    """Horizon from the skyline: where the lower parts of the skyline lie; above the frame if no sky."""
+    has = skyline > 0.5
+    if has.mean() < 0.2:  # little or no sky: a camera looking down at the ground
+        return -0.5 * h
+    return float(np.percentile(skyline[has], 80))
+
+
+def _smooth_log_depth(depth: np.ndarray, sky: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing of log-depth over non-sky pixels only (normalised convolution)."""
+    if sigma < 0.5:
+        return depth
+    m = (~sky).astype(np.float32)
+    ld = np.where(sky, 0.0, np.log(depth)).astype(np.float32)
+    num = cv2.GaussianBlur(ld * m, (0, 0), sigma)
+    den = cv2.GaussianBlur(m, (0, 0), sigma)
+    out = np.where(den > 1e-3, num / np.maximum(den, 1e-3), ld)
+    return np.exp(out).astype(np.float64)

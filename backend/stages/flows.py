@@ -1,0 +1,202 @@
+"""Per-view motion masks and 2D Eulerian flows for the multi-view training cameras.
+
+Each view gets its own mask (the moving points rendered with a z-buffer) and its own 2D flow,
+estimated in that view independently, exactly as the paper does. That independence is what
+makes the per-view flows disagree with each other in 3D; 3D-MOM (``mom3d.py``) then fits one
+3D motion to all of them.
+
+- Hint arrows: each arrow is lifted into 3D at the depth of its start pixel in the input view,
+  projected into the view, and the view's flow is densified from the projected arrows inside
+  the view's own mask by a :class:`FlowEstimator`.
+- A dense flow (px/frame in the input view): every point's start and end are lifted at the
+  point's depth, projected into the view, and the differences are z-buffer rendered.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from backend.model.camera import Camera
+from backend.infra.errors import LoopscapeError
+from backend.io.motion_inputs import MotionInputs
+from backend.stages.multiview import render_points_zbuffer
+
+ZTEST_REL = 0.03  # a point is visible when its depth is within 3 % of the z-buffer depth
+
+
+class FlowEstimator(Protocol):
+    """Single-image 2D flow: dense (H, W, 2) px/frame, zero outside ``mask``.
+
+    ``hint_xy`` (K, 2) are arrow start pixels, ``hint_vel`` (K, 2) their velocities in px/frame,
+    ``anchors`` (A, 2) pixels that must stay still, all in this image's pixels. A learned model
+    loaded from a local checkpoint can implement this and use ``image``.
+    """
+
+    def estimate(self, image: np.ndarray | None, mask: np.ndarray, hint_xy: np.ndarray, hint_vel: np.ndarray,
+                 anchors: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class HintFlowEstimator:
+    """Gaussian kernel regression of the arrows: D(p) = sum w_i v_i / sum w_i, w_i = exp(-(|p-h_i|/s)^2).
+
+    s = ``sigma_scale`` * H / K for K arrows (the prior tools use H/(2K)..H/K); anchors scale the
+    flow down by (1 - exp(-(|p-a|/s_a)^2)) with s_a = ``anchor_scale`` * s.
+    """
+
+    sigma_scale: float = 0.75
+    anchor_scale: float = 0.5
+    min_sigma_px: float = 2.0
+
+    def sigma(self, height: int, n_hints: int) -> float:
+        return max(self.min_sigma_px, self.sigma_scale * height / max(n_hints, 1))
+
+    def estimate(self, image: np.ndarray | None, mask: np.ndarray, hint_xy: np.ndarray, hint_vel: np.ndarray,
+                 anchors: np.ndarray) -> np.ndarray:
+        H, W = mask.shape
+        hint_xy = np.asarray(hint_xy, np.float64).reshape(-1, 2)
+        hint_vel = np.asarray(hint_vel, np.float64).reshape(-1, 2)
+        if len(hint_xy) == 0:
+            raise LoopscapeError("no hint arrow is available to derive the motion direction.", "Draw at least one arrow inside the moving region.")
+        s = self.sigma(H, len(hint_xy))
+        ys, xs = np.mgrid[0:H, 0:W]
+        px = np.stack([xs + 0.5, ys + 0.5], axis=-1).reshape(-1, 2)
+        d2 = ((px[:, None, :] - hint_xy[None, :, :]) ** 2).sum(-1) / (s * s)  # (HW, K)
+        # normalised weights via a shifted exponent: far from every arrow the nearest one still wins
+        logw = -d2 - (-d2).max(axis=1, keepdims=True)
+        w = np.exp(logw)
+        flow = (w @ hint_vel) / w.sum(axis=1, keepdims=True)
+        anchors = np.asarray(anchors, np.float64).reshape(-1, 2)
+        if len(anchors):
+            sa = self.anchor_scale * s
+            da2 = ((px[:, None, :] - anchors[None, :, :]) ** 2).sum(-1) / (sa * sa)
+            flow *= np.prod(1.0 - np.exp(-da2), axis=1, keepdims=True)
+        flow = flow.reshape(H, W, 2) * mask[:, :, None]
+        return flow.astype(np.float32)
+
+
+@dataclass
+class ViewFlows:
+    """Per-view motion data, one entry per camera (same order)."""
+
+    masks: np.ndarray  # (V, H, W) bool: a moving point is the visible surface here
+    flows: np.ndarray  # (V, H, W, 2) float32 px/frame in each view's pixels, zero outside masks
+    visible: np.ndarray  # (V, H, W) bool: some point covers the pixel (z-buffer coverage)
+    depth: np.ndarray  # (V, H, W) float32 camera z of the visible surface (inf where none)
+
+
+def unproject(camera: Camera, uv: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Pixels (N, 2) at camera depth z (N,) to world points (N, 3)."""
+    uv = np.asarray(uv, np.float64).reshape(-1, 2)
+    rays = np.concatenate([uv, np.ones((len(uv), 1))], 1) @ np.linalg.inv(camera.K).T
+    pc = rays * (np.asarray(z, np.float64).reshape(-1) / rays[:, 2])[:, None]
+    c2w = camera.c2w
+    return pc @ c2w[:3, :3].T + c2w[:3, 3]
+
+
+def sample_bilinear(field: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Sample an (H, W, C) field at pixel coordinates uv (N, 2) (pixel centres at +0.5), edge-clamped."""
+    H, W = field.shape[:2]
+    x = np.clip(uv[:, 0] - 0.5, 0, W - 1)
+    y = np.clip(uv[:, 1] - 0.5, 0, H - 1)
+    x0 = np.minimum(np.floor(x).astype(np.int64), W - 2 if W > 1 else 0)
+    y0 = np.minimum(np.floor(y).astype(np.int64), H - 2 if H > 1 else 0)
+    x1, y1 = np.minimum(x0 + 1, W - 1), np.minimum(y0 + 1, H - 1)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    f = field.reshape(H, W, -1)
+    out = (f[y0, x0] * (1 - fx) * (1 - fy) + f[y0, x1] * fx * (1 - fy) + f[y1, x0] * (1 - fx) * fy + f[y1, x1] * fx * fy)
+    return out
+
+
+def input_view_flow(inputs: MotionInputs, image: np.ndarray | None = None, estimator: FlowEstimator | None = None) -> np.ndarray:
+    """The input view's dense flow (H, W, 2) px/frame: the given dense flow, or the densified hints."""
+    if inputs.flow is not None:
+        return inputs.flow.astype(np.float32)
+    est = estimator or HintFlowEstimator()
+    pts, vel = inputs.hint_arrays()
+    return est.estimate(image, inputs.mask, pts, vel, inputs.anchor_array())
+
+
+def estimate_view_flows(points_xyz: np.ndarray, point_moving: np.ndarray, point_size: float | np.ndarray,
+                        cameras: Sequence[Camera], inputs: MotionInputs, images: np.ndarray | None = None,
+                        estimator: FlowEstimator | None = None, input_index: int = 0) -> ViewFlows:
+    """Masks and 2D flows for every camera; ``cameras[input_index]`` is the input camera."""
+    est = estimator or HintFlowEstimator()
+    xyz = np.asarray(points_xyz, np.float64)
+    moving = np.asarray(point_moving, bool)
+    cam0 = cameras[input_index]
+    uv0, z0 = cam0.project(xyz)
+    if inputs.mask.shape != (cam0.height, cam0.width):
+        raise ValueError(f"motion inputs are {inputs.mask.shape[::-1]} but the input camera is {cam0.width}x{cam0.height}")
+
+    per_point_end: np.ndarray | None = None
+    if inputs.flow is not None:
+        # dense flow: each moving point's end position, lifted at the point's own depth
+        f0 = sample_bilinear(inputs.flow, uv0) * moving[:, None]
+        per_point_end = unproject(cam0, uv0 + f0, z0)
+    else:
+        _, depth0, valid0 = render_points_zbuffer(xyz, moving[:, None].astype(np.float32), cam0, point_size)
+        hint_xy, hint_vel = inputs.hint_arrays()
+        hz = _depth_at(depth0, valid0, hint_xy)
+        hint_s3 = unproject(cam0, hint_xy, hz)
+        hint_e3 = unproject(cam0, hint_xy + hint_vel, hz)
+        anc = inputs.anchor_array()
+        anc3 = unproject(cam0, anc, _depth_at(depth0, valid0, anc)) if len(anc) else np.zeros((0, 3))
+
+    V = len(cameras)
+    H, W = cam0.height, cam0.width
+    masks = np.zeros((V, H, W), bool)
+    flows = np.zeros((V, H, W, 2), np.float32)
+    visible = np.zeros((V, H, W), bool)
+    depths = np.full((V, H, W), np.inf, np.float32)
+    for v, cam in enumerate(cameras):
+        if (cam.width, cam.height) != (W, H):
+            raise ValueError("all cameras must share the input camera's resolution")
+        if per_point_end is not None:
+            uv_s, _ = cam.project(xyz)
+            uv_e, _ = cam.project(per_point_end)
+            vals = np.concatenate([moving[:, None], (uv_e - uv_s) * moving[:, None]], 1).astype(np.float32)
+            img, depth, valid = render_points_zbuffer(xyz, vals, cam, point_size)
+            m = valid & (img[..., 0] > 0.5)
+            flows[v] = img[..., 1:3] * m[..., None]
+        else:
+            img, depth, valid = render_points_zbuffer(xyz, moving[:, None].astype(np.float32), cam, point_size)
+            m = valid & (img[..., 0] > 0.5)
+            s_uv, s_z = cam.project(hint_s3)
+            e_uv, _ = cam.project(hint_e3)
+            keep = _unoccluded(s_uv, s_z, depth)
+            if not keep.any():
+                keep[:] = True  # kernel regression still works from arrows that are hidden or off-image
+            a_uv = cam.project(anc3)[0] if len(anc3) else np.zeros((0, 2))
+            image_v = images[v] if images is not None else None
+            if m.any():
+                flows[v] = est.estimate(image_v, m, s_uv[keep], (e_uv - s_uv)[keep], a_uv) * m[..., None]
+        masks[v], visible[v], depths[v] = m, valid, depth
+    return ViewFlows(masks=masks, flows=flows, visible=visible, depth=depths)
+
+
+def _depth_at(depth: np.ndarray, valid: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """z-buffer depth at pixels xy (K, 2); a hole takes the nearest covered pixel's depth."""
+    H, W = depth.shape
+    out = np.empty(len(xy))
+    vy, vx = np.nonzero(valid)
+    for i, (x, y) in enumerate(np.asarray(xy).reshape(-1, 2)):
+        xi, yi = min(max(int(x), 0), W - 1), min(max(int(y), 0), H - 1)
+        if valid[yi, xi]:
+            out[i] = depth[yi, xi]
+        else:
+            j = np.argmin((vx - xi) ** 2 + (vy - yi) ** 2)
+            out[i] = depth[vy[j], vx[j]]
+    return out
+
+
+def _unoccluded(uv: np.ndarray, z: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    H, W = depth.shape
+    xi, yi = np.floor(uv[:, 0]).astype(np.int64), np.floor(uv[:, 1]).astype(np.int64)
+    inside = (xi >= 0) & (xi < W) & (yi >= 0) & (yi < H) & (z > 0)
+    out = np.zeros(len(uv), bool)
+    d = depth[yi[inside], xi[inside]]
+    out[inside] = z[inside] <= d * (1 + ZTEST_REL)
+    return out

@@ -1,0 +1,178 @@
+"""4D training: learn the deformation residuals on top of the explicit looping motion.
+
+Stage one (the static 3D Gaussians at t = 0 over all views) happens upstream in ``train3d``;
+its result comes in as ``gaussians``. Stage two, here, fits the HexPlane deformation to videos
+from a few views: the input view's 2D loop (``loop2d``, the real training signal) and a few
+side views whose pseudo ground truth is the explicit 3D loop rendered from them. The side
+views keep the corrections consistent with the 3D motion where the input view cannot see depth.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from backend.model.camera import Camera
+from backend.model.deform4d import DeformConfig, Deformation4D, bake, deform_layers
+from backend.infra.errors import LoopscapeError
+from backend.infra.events import EventSink, NullSink
+from backend.model.gaussians import Gaussians
+from backend.model.losses import photometric_loss, psnr
+from backend.model.motion_field import LoopedGaussians, VelocityField, loop_gaussians, render_blend
+
+STAGE = "train4d"
+
+
+@dataclass
+class Train4DConfig:
+    lr_planes: float = 1e-2
+    lr_mlp: float = 2e-3
+    lambda_dssim: float = 0.2
+    w_tv: float = 2e-4  # 4D-GS's plane TV weight
+    w_time_smooth: float = 1e-3
+    w_time_l1: float = 1e-4
+    p_input_view: float = 0.7  # probability of sampling the input view (else a side view)
+    deform: DeformConfig = field(default_factory=DeformConfig)
+
+
+@dataclass
+class Train4DReport:
+    iters: int
+    n_frames: int
+    n_gaussians: int  # per frame, copies included
+    n_moving: int
+    loss_curve: list[float]  # total loss per iteration
+    psnr_preview: float  # input view vs the 2D loop over frames 0..N-1 (pooled MSE), explicit motion only
+    psnr_trained: float  # the same after training
+    psnr_preview_per_frame: list[float]
+    psnr_trained_per_frame: list[float]
+    loop_closure_psnr: float  # trained frame N vs frame 0 at the input view
+    seconds: float
+    seconds_per_iter: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _as_frames(loop_frames: np.ndarray | Tensor, n_frames: int, device: torch.device) -> Tensor:
+    f = torch.as_tensor(np.asarray(loop_frames) if not isinstance(loop_frames, Tensor) else loop_frames)
+    if f.ndim != 4 or f.shape[-1] != 3:
+        raise LoopscapeError(f"2D loop frames have shape {tuple(f.shape)}, expected (T, H, W, 3).",
+                             "Pass the frames from loop2d.render_loop_2d.")
+    if f.shape[0] < n_frames:
+        raise LoopscapeError(f"the 2D loop has {f.shape[0]} frames but the 4D loop needs {n_frames}.",
+                             "Render the 2D loop with the same frame count.")
+    if f.dtype == torch.uint8:
+        f = f.float() / 255.0
+    return f[:n_frames].to(device=device, dtype=torch.float32)
+
+
+@torch.no_grad()
+def _input_view_errors(loop: LoopedGaussians, cam: Camera, frames: Tensor) -> list[float]:
+    """Mean squared error of every frame's input-view render against the 2D loop."""
+    return [float((loop.render(t, cam).colors.clamp(0, 1) - frames[t]).pow(2).mean()) for t in range(frames.shape[0])]
+
+
+def _psnr_of(mse: float) -> float:
+    return float(10.0 * np.log10(1.0 / max(mse, 1e-12)))
+
+
+def train_4d(
+    gaussians: Gaussians,
+    velocity_map: np.ndarray | Tensor | VelocityField,
+    input_camera: Camera,
+    side_cameras: list[Camera],
+    loop_frames: np.ndarray | Tensor,
+    n_frames: int,
+    iters: int,
+    device: str | torch.device = "cpu",
+    events: EventSink | None = None,
+    *,
+    mask: np.ndarray | Tensor | None = None,
+    config: Train4DConfig | None = None,
+    seed: int = 0,
+) -> tuple[LoopedGaussians, Train4DReport]:
+    """Fit the deformation residuals; returns the baked per-frame loop and a report.
+
+    ``velocity_map`` is the 3D motion as an (H, W, 3) map over the input view (world units per
+    frame, zero outside ``mask``) or a ready :class:`VelocityField`. ``loop_frames`` (T >= N,
+    H, W, 3) is the input view's 2D loop; the input camera is rescaled to its size.
+    """
+    events = events or NullSink()
+    cfg = config or Train4DConfig()
+    dev = torch.device(device)
+    t_start = time.perf_counter()
+    frames = _as_frames(loop_frames, n_frames, dev)
+    H, W = int(frames.shape[1]), int(frames.shape[2])
+    cam_in = input_camera if (input_camera.width, input_camera.height) == (W, H) else input_camera.scaled(W, H)
+    field_ = velocity_map if isinstance(velocity_map, VelocityField) else VelocityField(velocity_map, input_camera, mask, dev)
+
+    preview = loop_gaussians(gaussians.to(dev), field_, n_frames)
+    if preview.n_moving == 0:
+        raise LoopscapeError("no Gaussian is marked as moving, so there is nothing to animate.",
+                             "Paint a motion mask over the water, clouds or smoke.")
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    deform = Deformation4D.for_loop(preview, cfg.deform)
+    plane_params = [p for p in deform.planes.parameters()]
+    mlp_params = [p for n, p in deform.named_parameters() if not n.startswith("planes.")]
+    opt = torch.optim.Adam([{"params": plane_params, "lr": cfg.lr_planes}, {"params": mlp_params, "lr": cfg.lr_mlp}])
+
+    events.progress(STAGE, 0.0, message="rendering the preview loop at the input view")
+    mse_before = _input_view_errors(preview, cam_in, frames)
+
+    side_cache: dict[tuple[int, int], Tensor] = {}  # pseudo ground truth, rendered on first use
+
+    def side_target(v: int, t: int) -> Tensor:
+        if (v, t) not in side_cache:
+            with torch.no_grad():
+                side_cache[(v, t)] = preview.render(t, side_cameras[v]).colors.clamp(0, 1)
+        return side_cache[(v, t)]
+
+    losses: list[float] = []
+    skipped = 0
+    t_loop = time.perf_counter()
+    report_every = max(1, iters // 50)
+    for it in range(iters):
+        # Frame 0 carries no residual (the gate is zero there), so sample frames 1 .. N-1.
+        t = int(torch.randint(1, n_frames, (1,), generator=gen))
+        use_input = not side_cameras or float(torch.rand(1, generator=gen)) < cfg.p_input_view
+        if use_input:
+            cam, target = cam_in, frames[t]
+        else:
+            v = int(torch.randint(0, len(side_cameras), (1,), generator=gen))
+            cam, target = side_cameras[v], side_target(v, t)
+        render = render_blend(deform_layers(preview, deform, t), t, n_frames, cam).colors
+        reg = deform.regularisers()
+        loss = (photometric_loss(render, target, lambda_dssim=cfg.lambda_dssim)
+                + cfg.w_tv * reg["tv"] + cfg.w_time_smooth * reg["time_smooth"] + cfg.w_time_l1 * reg["time_l1"])
+        opt.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):  # one bad sample must not poison Adam's moments
+            skipped += 1
+            continue
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        if (it + 1) % report_every == 0 or it + 1 == iters:
+            events.progress(STAGE, (it + 1) / iters, loss=round(losses[-1], 5))
+    t_iters = time.perf_counter() - t_loop
+
+    result = bake(preview, deform)
+    mse_after = _input_view_errors(result, cam_in, frames)
+    with torch.no_grad():
+        last = result.render(result.n_frames, cam_in, wrap=False).colors  # frame N from its own state
+        closure = psnr(last.clamp(0, 1), result.render(0, cam_in).colors.clamp(0, 1))
+    report = Train4DReport(
+        iters=iters, n_frames=n_frames, n_gaussians=result.n_gaussians, n_moving=result.n_moving,
+        loss_curve=losses,
+        psnr_preview=_psnr_of(float(np.mean(mse_before))), psnr_trained=_psnr_of(float(np.mean(mse_after))),
+        psnr_preview_per_frame=[_psnr_of(e) for e in mse_before], psnr_trained_per_frame=[_psnr_of(e) for e in mse_after],
+        loop_closure_psnr=closure, seconds=time.perf_counter() - t_start,
+        seconds_per_iter=t_iters / max(iters, 1),
+    )
+    events.log(f"4D training: input-view PSNR {report.psnr_preview:.2f} dB (preview) -> "
+               f"{report.psnr_trained:.2f} dB after {iters} iterations, {report.seconds_per_iter:.3f} s/iter")
+    return result, report

@@ -1,0 +1,552 @@
+"""Evaluation harness: ``python -m backend.tools.evaluate``.
+
+* ``--synthetic N``: generate N Blender ground-truth scenes (backend.tools.synthetic), run every variant
+  along the fixed hero camera and the four evaluation paths, and score each video against the
+  true one: PSNR / SSIM / LPIPS, whole and masked (the moving region, warped into each view by
+  the true depth), after the paper's 32-px border crop (scaled to the image size); plus PIQE,
+  the 3D-MOM consistency EPE and, on the hero camera, motion fidelity against the true flow,
+  stillness, loop closure and flicker.
+* ``--scenes DIR``: real scenes (image.png + mask.png + motion.npy or labelme.json): no-reference
+  metrics only (PIQE, motion fidelity against the requested flow, stillness, loop, flicker, EPE).
+* ``--results DIR...``: score existing pipeline output folders (``--gt SCENE`` adds references).
+* ``--motion hints``: drive scenes that have a dense flow by arrows sampled from it
+  (:func:`hints_from_flow`), as an artist would; motion fidelity is still scored against the truth.
+
+Variants: ``ours`` (the --quality preset), ``ours-true-depth`` (GT scenes), ``no-3dmom`` (no
+multi-view fit: the input view's flow lifted at each point's depth), ``3dphoto`` (2D cinemagraph
+warped by depth, backend.tools.baseline_3dphoto), and ``--qualities draft,final`` adds slower presets
+(opt-in: they do not fit the 15-minute run).
+
+Time alignment: the GT video frame k is path pose k at scene time k; the pipeline's frame i uses
+path camera i at loop time i mod N with N = job frames = GT frames, so frame k matches frame k.
+Writes ``table.md``, ``table.csv`` and ``plots.png`` into ``--out`` and prints the table.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from backend.io.atomic import atomic_write_text
+from backend.model.camera import DEFAULT_FOV_DEG, Camera, intrinsics_from_fov
+from backend.infra.errors import LoopscapeError
+from backend.infra.events import NullSink
+from backend.tools.metrics import image as IM
+from backend.tools.metrics import motion as MO
+from backend.tools.metrics.piqe import piqe
+
+PATHS = ("up-down", "zoom-in", "side", "circle")
+HERO = "hero"
+REF_KEYS = ("psnr", "ssim", "lpips", "m_psnr", "m_ssim", "m_lpips")
+COLUMNS = REF_KEYS + ("piqe", "epe_before", "epe_after", "mf_cos", "mf_epe", "mf_speed", "stillness",
+                      "loop_gap_db", "flicker", "seconds")
+HIGHER_IS_BETTER = {"psnr", "ssim", "m_psnr", "m_ssim", "mf_cos"}
+
+
+# ----------------------------------------------------------------------------- reading
+
+def read_frames(folder: Path) -> np.ndarray:
+    """``NNNN.png`` frames of a folder as (T, H, W, 3) float32 RGB in [0, 1]."""
+    files = sorted(p for p in Path(folder).glob("*.png") if p.stem.isdigit())
+    if not files:
+        raise LoopscapeError(f"no NNNN.png frames in {folder}.", "Run the pipeline with png_frames: true.")
+    return np.stack([cv2.imread(str(f))[:, :, ::-1].astype(np.float32) / 255.0 for f in files])
+
+
+def read_video(result_dir: Path) -> np.ndarray:
+    """A result folder's frames: frames/NNNN.png when written, else decoded from video.mp4."""
+    if (result_dir / "frames").is_dir():
+        return read_frames(result_dir / "frames")
+    cap = cv2.VideoCapture(str(result_dir / "video.mp4"))
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f[:, :, ::-1].astype(np.float32) / 255.0)
+    cap.release()
+    if not frames:
+        raise LoopscapeError(f"no frames in {result_dir} (neither frames/ nor a readable video.mp4).",
+                             "Point --results at a finished pipeline output folder.")
+    return np.stack(frames)
+
+
+HINT_GRID = 3  # arrows per mask component: about this many per side of its bounding box
+HINT_LENGTH_PX = 6.0  # drawn arrow length; the speed is given explicitly
+
+
+def hints_from_flow(flow: np.ndarray, mask: np.ndarray, grid: int = HINT_GRID) -> list[dict]:
+    """Arrows an artist might draw: on a grid x grid lattice over each mask component, the mask
+    pixel nearest each lattice point gets an arrow along the flow there, with its speed."""
+    n, labels = cv2.connectedComponents(mask.astype(np.uint8))
+    hints = []
+    for c in range(1, n):
+        ys, xs = np.nonzero(labels == c)
+        if len(xs) < 20:
+            continue
+        for gy in (np.arange(grid) + 0.5) / grid:
+            for gx in (np.arange(grid) + 0.5) / grid:
+                tx, ty = xs.min() + gx * (xs.max() - xs.min()), ys.min() + gy * (ys.max() - ys.min())
+                k = int(np.argmin((xs - tx) ** 2 + (ys - ty) ** 2))
+                x, y = int(xs[k]), int(ys[k])
+                v = flow[y, x]
+                speed = float(np.linalg.norm(v))
+                if speed < 1e-4:
+                    continue
+                start = [x + 0.5, y + 0.5]
+                end = [start[0] + HINT_LENGTH_PX * float(v[0]) / speed, start[1] + HINT_LENGTH_PX * float(v[1]) / speed]
+                hints.append({"start": start, "end": end, "speed": speed})
+    # a lattice point can map to the same pixel twice near thin components
+    unique = {tuple(h["start"]): h for h in hints}
+    return list(unique.values())
+
+
+class Scene:
+    """A scene folder: image.png, mask.png, motion.npy or labelme.json; GT scenes add camera.json,
+    depth.npy and gt/<path>/ (see backend.tools.synthetic.scene)."""
+
+    def __init__(self, folder: Path, max_side: int, motion: str = "flow") -> None:
+        from backend.io.image import load_image
+
+        if motion not in ("flow", "hints"):
+            raise LoopscapeError(f"unknown motion source '{motion}'.", "Use --motion flow or --motion hints.")
+        self.folder = Path(folder)
+        self.name = self.folder.name
+        self.max_side = max_side
+        self.motion = motion
+        img = load_image(self.folder / "image.png", max_side)
+        self.rgb = img.rgb.astype(np.float32)
+        self.original_size = img.original_size
+        self.W, self.H = img.size
+        cam_file = self.folder / "camera.json"
+        self.camera_job = json.loads(cam_file.read_text()) if cam_file.exists() else None
+        if self.camera_job is not None:
+            c = self.camera_job
+            self.camera = Camera(np.array(c["K"], float), int(c["width"]), int(c["height"])).scaled(self.W, self.H)
+        else:  # the pipeline's default field of view, made explicit so the hero path can share its K
+            self.camera = Camera(intrinsics_from_fov(self.W, self.H, DEFAULT_FOV_DEG), self.W, self.H)
+            self.camera_job = {"K": self.camera.K.tolist(), "width": self.W, "height": self.H}
+        self.has_gt = (self.folder / "gt").is_dir()
+        self.true_depth = self.folder / "depth.npy" if (self.folder / "depth.npy").exists() else None
+        self._inputs = None
+
+    def motion_files(self) -> dict:
+        """The job's motion entries: the scene's files, or with ``motion="hints"`` the mask plus
+        arrows sampled from its dense flow (how an artist drives the product)."""
+        f = {}
+        for key, name in (("mask", "mask.png"), ("flow", "motion.npy"), ("labelme", "labelme.json")):
+            if (self.folder / name).exists():
+                f[key] = str((self.folder / name).resolve())
+        if self.motion == "hints" and "flow" in f:
+            own = self._own_motion(self.original_size)
+            f.pop("flow")
+            f["hints"] = hints_from_flow(own.flow, own.mask)  # in the photo's own pixels, as job hints are
+        return f
+
+    def _own_motion(self, size: tuple[int, int]):
+        """The scene's mask and dense flow (its own files, whatever drives the job) at ``size`` (W, H)."""
+        from backend.io.motion_inputs import load_motion_inputs
+
+        return load_motion_inputs(size, self.original_size, mask_path=str(self.folder / "mask.png"),
+                                  flow_path=str(self.folder / "motion.npy"), events=NullSink())
+
+    def inputs(self):
+        """The motion inputs at the working size, as the pipeline loads them."""
+        if self._inputs is None:
+            from backend.io.motion_inputs import load_motion_inputs
+
+            f = self.motion_files()
+            self._inputs = load_motion_inputs((self.W, self.H), self.original_size, mask_path=f.get("mask"),
+                                              labelme_path=f.get("labelme"), flow_path=f.get("flow"),
+                                              hints=f.get("hints", ()), events=NullSink())
+        return self._inputs
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.inputs().mask
+
+    def true_flow(self) -> np.ndarray:
+        """The scene's own dense flow at the working size (the truth on GT scenes), whatever drives the job."""
+        if self.motion == "flow" or not (self.folder / "motion.npy").exists():
+            return self.requested_flow()
+        return self._own_motion((self.W, self.H)).flow
+
+    def requested_flow(self) -> np.ndarray:
+        """The dense flow the pipeline is asked for (px/frame at the working size)."""
+        from backend.stages.flows import input_view_flow
+
+        return input_view_flow(self.inputs(), self.rgb)
+
+    def path(self, name: str, n_frames: int) -> dict:
+        """An inline path: the GT scene's path.json, or the fixed hero camera."""
+        if self.has_gt and (self.folder / "gt" / name / "path.json").exists():
+            return json.loads((self.folder / "gt" / name / "path.json").read_text())
+        if name != HERO:
+            raise LoopscapeError(f"scene {self.name} has no ground-truth path '{name}'.", "Regenerate the synthetic scene.")
+        return {"width": self.W, "height": self.H, "frames": [{"K": self.camera.K.tolist(), "w2c": np.eye(4).tolist()}] * n_frames}
+
+    def path_cameras(self, name: str, n_frames: int) -> list[Camera]:
+        from backend.model.camera_paths import load_path_json
+
+        return load_path_json(self.path(name, n_frames), self.W, self.H)
+
+    def gt_frames(self, name: str) -> np.ndarray | None:
+        d = self.folder / "gt" / name
+        if not d.is_dir():
+            return None
+        fr = read_frames(d)
+        if fr.shape[1:3] != (self.H, self.W):
+            fr = np.stack([cv2.resize(f, (self.W, self.H), interpolation=cv2.INTER_AREA) for f in fr])
+        return fr
+
+    def view_masks(self, name: str, n_frames: int) -> list[np.ndarray]:
+        """The moving region seen from each camera of a path: the hero mask lifted by the true
+        depth and splatted into the view (the hero path keeps the mask as it is)."""
+        if name == HERO or self.true_depth is None:
+            return [self.mask] * n_frames
+        from backend.stages.lift import lift_to_points
+        from backend.stages.multiview import render_view
+
+        depth = np.load(self.true_depth).astype(np.float32)
+        if depth.shape != (self.H, self.W):
+            depth = cv2.resize(depth, (self.W, self.H), interpolation=cv2.INTER_NEAREST)
+        m3 = np.repeat(self.mask[..., None].astype(np.float32), 3, axis=2)
+        pts = lift_to_points(m3, depth, self.camera)
+        return [render_view(pts.xyz, pts.rgb, c, pts.pixel_size, fill=True)[0][..., 0] > 0.5
+                for c in self.path_cameras(name, n_frames)]
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def reference_metrics(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | list | None, lpips: bool = True) -> dict[str, float]:
+    """PSNR / SSIM / LPIPS (whole and masked) after the scaled 32-px border crop: SSIM and LPIPS are
+    means over frames, PSNR is the video's (from the mean MSE over frames).
+
+    ``mask`` is one (H, W) mask for all frames or a list with one per frame.
+    """
+    from backend.tools.metrics.lpips import lpips_distance, weights_path
+
+    h, w = gt.shape[1:3]
+    b = IM.border_for(w, h)
+    use_lpips = lpips and weights_path("alex") is not None
+    rows = []
+    for i, (p, g) in enumerate(zip(pred, gt)):
+        m = mask[i] if isinstance(mask, list) else mask
+        pc, gc = IM.crop_border(p, b), IM.crop_border(g, b)
+        mc = IM.crop_border(m, b) if m is not None else None
+        r = {"psnr": IM.psnr(pc, gc), "ssim": IM.ssim(pc, gc)}
+        if mc is not None:
+            r.update({"m_psnr": IM.psnr(pc, gc, mc), "m_ssim": IM.ssim(pc, gc, mc)})
+        if use_lpips:
+            r["lpips"] = lpips_distance(pc, gc)
+            if mc is not None:
+                r["m_lpips"] = lpips_distance(pc, gc, mask=mc)
+        rows.append(r)
+    out = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
+    for k in ("psnr", "m_psnr"):  # video PSNR: from the MSE over all frames, so one exact frame
+        if k in rows[0]:          # (e.g. frame 0 seen from the input camera) does not make it inf
+            mse = [10.0 ** (-r[k] / 10.0) for r in rows if not math.isnan(r[k])]
+            out[k] = 10.0 * math.log10(1.0 / np.mean(mse)) if mse and np.mean(mse) > 0 else float("inf")
+    return out
+
+
+def hero_metrics(frames: np.ndarray, mask: np.ndarray, target_flow: np.ndarray | None) -> dict[str, float]:
+    """Fixed-camera loop metrics: motion fidelity, stillness, loop closure (gap in dB)."""
+    v = MO.video_metrics(frames, mask, target_flow)
+    out = {"stillness": v["stillness"], "loop_gap_db": v["loop_gap_db"]}
+    if "motion_cos" in v:
+        out.update({"mf_cos": v["motion_cos"], "mf_epe": v["motion_epe"], "mf_speed": v["motion_speed_ratio"]})
+    return out
+
+
+def score_video(frames: np.ndarray, scene: Scene | None, path_name: str, result: dict | None = None,
+                lpips: bool = True) -> dict[str, float]:
+    """Every metric that applies to one video of ``path_name`` (GT ones when the scene has GT)."""
+    out: dict[str, float] = {"piqe": float(np.mean([piqe(f) for f in frames])),
+                             "flicker": MO.flicker(frames)}
+    if result is not None:
+        m = result.get("metrics", {})
+        for src, dst in (("consistency_epe_before", "epe_before"), ("consistency_epe_after", "epe_after")):
+            if isinstance(m.get(src), (int, float)):
+                out[dst] = float(m[src])
+    if scene is None:
+        return out
+    n = len(frames)
+    if path_name == HERO:
+        out.update(hero_metrics(frames, scene.mask, scene.true_flow() if scene.has_gt else scene.requested_flow()))
+    gt = scene.gt_frames(path_name) if scene.has_gt else None
+    if gt is not None:
+        k = min(len(gt), n)
+        out.update(reference_metrics(frames[:k], gt[:k], scene.view_masks(path_name, n)[:k], lpips=lpips))
+    return out
+
+
+# ----------------------------------------------------------------------------- running
+
+def base_job(scene: Scene, n_frames: int, quality: str) -> dict:
+    job = {"image": str((scene.folder / "image.png").resolve()), "camera": scene.camera_job, "frames": n_frames,
+           "max_side": scene.max_side, "png_frames": True, "quality": quality, "device": "cpu", "seed": 0}
+    job.update(scene.motion_files())
+    return job
+
+
+def run_ours(scene: Scene, variant: dict, paths: list[str], n_frames: int, work: Path,
+             device: str = "cpu") -> dict[str, tuple[np.ndarray, dict]]:
+    """Run one pipeline variant along every path; the out dir is shared per scene and depth source
+    so that depth, views, 3D Gaussians and 3D-MOM come from the stage cache after the first path."""
+    from backend.job import JobSpec
+    from backend.pipeline import run_job
+
+    job = base_job(scene, n_frames, variant.get("quality", "preview"))
+    job["device"] = device
+    job["mom3d"] = variant.get("mom3d", True)
+    if variant.get("true_depth"):
+        job["depth"] = str(scene.true_depth.resolve())
+    run_dir = work / scene.name / (("true-depth" if variant.get("true_depth") else "auto-depth")
+                                   + ("-hints" if scene.motion == "hints" else ""))
+    out = {}
+    for name in paths:
+        spec = JobSpec.from_dict(dict(job, path=scene.path(name, n_frames)), base_dir=scene.folder)
+        t0 = time.time()
+        res_path = run_job(spec, run_dir, NullSink())
+        res = json.loads(Path(res_path).read_text())
+        res["wall_seconds"] = time.time() - t0
+        out[name] = (read_frames(run_dir / "frames"), res)
+    return out
+
+
+def run_baseline(scene: Scene, paths: list[str], n_frames: int) -> dict[str, tuple[np.ndarray, dict]]:
+    """The 3D-photo + 2D-cinemagraph baseline with the pipeline's own depth estimate."""
+    from backend.tools.baseline_3dphoto import render_3dphoto_baseline
+    from backend.stages.depth import DepthSpec, estimate_depth
+
+    t0 = time.time()
+    depth = estimate_depth(scene.rgb, DepthSpec(source="auto", device="cpu"), NullSink()).depth
+    flow = scene.requested_flow()
+    out = {}
+    for name in paths:
+        t1 = time.time()
+        video = render_3dphoto_baseline(scene.rgb, depth, scene.camera, flow, scene.path_cameras(name, n_frames),
+                                        n_frames, mask=scene.mask)
+        frames = np.round(video.frames * 255) / 255  # quantised like the pipeline's PNG frames
+        out[name] = (frames, {"wall_seconds": time.time() - t1 + (time.time() - t0 if not out else 0.0)})
+    return out
+
+
+def variants_for(scene: Scene, quality: str, extra_qualities: list[str], baseline: bool) -> list[dict]:
+    vs = [{"name": f"ours-{quality}", "quality": quality}]
+    if scene.has_gt and scene.true_depth is not None:
+        vs.append({"name": f"ours-{quality}-true-depth", "quality": quality, "true_depth": True})
+    vs.append({"name": f"no-3dmom-{quality}", "quality": quality, "mom3d": False})
+    if baseline:
+        vs.append({"name": "3dphoto-baseline", "baseline": True})
+    vs += [{"name": f"ours-{q}", "quality": q} for q in extra_qualities if q != quality]
+    return vs
+
+
+def evaluate_scene(scene: Scene, paths: list[str], n_frames: int, quality: str, work: Path, extra_qualities: list[str],
+                   baseline: bool = True, lpips: bool = True, log=print) -> list[dict]:
+    rows = []
+    for var in variants_for(scene, quality, extra_qualities, baseline):
+        t0 = time.time()
+        videos = run_baseline(scene, paths, n_frames) if var.get("baseline") else run_ours(scene, var, paths, n_frames, work)
+        for name, (frames, res) in videos.items():
+            row = {"scene": scene.name, "variant": var["name"], "path": name,
+                   **score_video(frames, scene, name, res if not var.get("baseline") else None, lpips=lpips)}
+            row["seconds"] = float(res.get("wall_seconds", math.nan))
+            rows.append(row)
+        log(f"  {scene.name} {var['name']}: {time.time() - t0:.0f} s")
+    return rows
+
+
+def score_results(dirs: list[str], gt: str | None, max_side: int) -> list[dict]:
+    """Rows for existing result folders; the path is read from the job (a GT path or the hero)."""
+    rows = []
+    for d in dirs:
+        d = Path(d)
+        if not (d / "result.json").exists():
+            raise LoopscapeError(f"{d} has no result.json.", "Pass the output folder of a finished pipeline run.")
+        res = json.loads((d / "result.json").read_text())
+        frames = read_video(d)
+        scene = None
+        src = Path(gt) if gt else Path(res.get("job", {}).get("image", "")).parent
+        if (src / "image.png").exists():
+            scene = Scene(src, max(frames.shape[1:3]))
+        path_name = _match_path(scene, res, len(frames)) if scene is not None else "-"
+        row = {"scene": scene.name if scene else "-", "variant": d.name, "path": path_name,
+               **score_video(frames, scene if path_name != "-" else None, path_name, res)}
+        row["seconds"] = float(sum(res.get("timings", {}).values()))
+        rows.append(row)
+    return rows
+
+
+def _match_path(scene: Scene, res: dict, n: int) -> str:
+    """Which of the scene's paths a result was rendered along (by its job's path), else '-'."""
+    p = res.get("job", {}).get("path")
+    if isinstance(p, dict):
+        w2c = [np.asarray(f["w2c"]) for f in p.get("frames", [])]
+        if w2c and all(np.allclose(w, np.eye(4)) for w in w2c):
+            return HERO
+        for name in PATHS:
+            try:
+                ref = scene.path(name, n)
+            except LoopscapeError:
+                continue
+            if len(ref["frames"]) == len(w2c) and all(np.allclose(np.asarray(f["w2c"]), w) for f, w in zip(ref["frames"], w2c)):
+                return name
+    return "-"
+
+
+# ----------------------------------------------------------------------------- reporting
+
+def _fmt(x: float) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if isinstance(x, float) and math.isinf(x):
+        return "inf"
+    return f"{x:.3f}" if abs(x) < 100 else f"{x:.1f}"
+
+
+def write_table(rows: list[dict], out: Path, title: str = "") -> str:
+    """table.csv (every row), table.md (mean over scenes per variant and path, then per variant) and plots.png."""
+    keys = ["scene", "variant", "path"] + [k for k in COLUMNS if any(k in r for r in rows)]
+    keys += sorted({k for r in rows for k in r} - set(keys))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out / "table.csv", buf.getvalue())
+    mkeys = keys[3:]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["variant"], r["path"]), []).append(r)
+    for r in rows:
+        groups.setdefault((r["variant"], "all"), []).append(r)
+    order = {v: i for i, v in enumerate(dict.fromkeys(r["variant"] for r in rows))}
+    porder = {p: i for i, p in enumerate([HERO, *PATHS, "-", "all"])}
+    lines = [title, ""] if title else []
+    n_scenes = len({r["scene"] for r in rows})
+    lines.append(f"Mean over {n_scenes} scene(s); `-` = not applicable. Higher is better for "
+                 f"{', '.join(sorted(HIGHER_IS_BETTER))}; lower for the rest (loop_gap_db: ~0 = seamless).")
+    lines.append("")
+    lines += ["| variant | path | n | " + " | ".join(mkeys) + " |", "|" + "---|" * (len(mkeys) + 3)]
+    for (v, p), rs in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], porder.get(kv[0][1], 9))):
+        vals = []
+        for k in mkeys:
+            xs = [r[k] for r in rs if isinstance(r.get(k), (int, float)) and not math.isnan(r[k])]
+            vals.append(_fmt(float(np.mean(xs))) if xs else "-")
+        lines.append(f"| {v} | {p} | {len(rs)} | " + " | ".join(vals) + " |")
+    md = "\n".join(lines) + "\n"
+    atomic_write_text(out / "table.md", md)
+    _plot(rows, out)
+    return md
+
+
+def _plot(rows: list[dict], out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    panels = [k for k in ("m_psnr", "m_lpips", "mf_epe", "mf_cos", "piqe", "stillness") if any(k in r for r in rows)]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(3.2 * max(1, len(panels)), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], panels):
+        vals = []
+        for v in variants:
+            xs = [r[key] for r in rows if r["variant"] == v and isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+            vals.append(float(np.mean(xs)) if xs else 0.0)
+        ax.bar(range(len(variants)), vals, color="tab:blue")
+        ax.set_xticks(range(len(variants)), variants, rotation=35, ha="right", fontsize=7)
+        ax.set_title(key + (" (higher better)" if key in HIGHER_IS_BETTER else " (lower better)"), fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    from backend.io.atomic import atomic_write_bytes
+    atomic_write_bytes(out / "plots.png", buf.getvalue())
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m backend.tools.evaluate", description=__doc__.split("\n")[0])
+    ap.add_argument("--synthetic", type=int, default=0, help="generate and evaluate N synthetic GT scenes")
+    ap.add_argument("--scenes", help="folder of real scenes (no-reference metrics)")
+    ap.add_argument("--results", nargs="*", default=[], help="existing result folders to score")
+    ap.add_argument("--gt", help="scene folder with ground truth for --results")
+    ap.add_argument("--max-side", type=int, default=128)
+    ap.add_argument("--quality", default="preview", choices=("preview", "draft", "final"))
+    ap.add_argument("--qualities", default="", help="extra presets to compare, e.g. draft,final (slow; opt-in)")
+    ap.add_argument("--frames", type=int, default=10, help="frames per evaluation video (= loop length)")
+    ap.add_argument("--paths", default=",".join(PATHS), help="novel-view paths for GT scenes")
+    ap.add_argument("--samples", type=int, default=16, help="Cycles samples for synthetic scenes")
+    ap.add_argument("--motion", default="flow", choices=("flow", "hints"),
+                    help="drive scenes with a dense flow by their dense flow (default) or by arrows sampled from it")
+    ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--no-lpips", action="store_true")
+    ap.add_argument("--out", default="eval_out")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    extra = [q for q in args.qualities.split(",") if q]
+    for q in extra:
+        if q not in ("preview", "draft", "final"):
+            print(f"error: unknown quality '{q}' in --qualities (use preview, draft, final)", file=sys.stderr)
+            return 2
+    from backend.tools.metrics.lpips import weights_path
+    lpips = not args.no_lpips
+    if lpips and weights_path("alex") is None:
+        print("note: LPIPS weights missing (python -m backend.tools.metrics.lpips --fetch): LPIPS columns left out", file=sys.stderr)
+    rows: list[dict] = []
+    t0 = time.time()
+    log = lambda s: print(f"[{time.time() - t0:5.0f} s] {s}", file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        rows += score_results(args.results, args.gt, args.max_side)
+        scenes: list[Path] = []
+        if args.synthetic:
+            from backend.tools.synthetic import generate_scene
+            for s in range(args.synthetic):
+                d = out / "scenes" / f"syn_{s:03d}"
+                info = json.loads((d / "scene.json").read_text()) if (d / "scene.json").exists() else None
+                want = (args.max_side, args.max_side * 3 // 4, args.frames)
+                if info is None or (info["width"], info["height"], info["n_frames"]) != want:
+                    shutil.rmtree(d, ignore_errors=True)
+                    info = generate_scene(s, d, width=want[0], height=want[1], n_frames=args.frames, samples=args.samples)
+                    log(f"generated {d.name} in {info['total_seconds']:.0f} s")
+                scenes.append(d)
+        if args.scenes:
+            if not Path(args.scenes).is_dir():
+                raise LoopscapeError(f"scene folder {args.scenes} does not exist.", "Pass a folder of scene folders.")
+            scenes += sorted(p for p in Path(args.scenes).iterdir() if (p / "image.png").exists())
+        work = out / "runs"
+        for folder in scenes:
+            scene = Scene(folder, args.max_side, args.motion)
+            paths = [HERO] + ([p for p in args.paths.split(",") if p] if scene.has_gt else [])
+            rows += evaluate_scene(scene, paths, args.frames, args.quality, work, extra, baseline=not args.no_baseline,
+                                   lpips=lpips, log=log)
+    except LoopscapeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not rows:
+        print("nothing to evaluate: pass --synthetic N, --scenes DIR or --results DIR...", file=sys.stderr)
+        return 2
+    kind = "synthetic GT scenes" if args.synthetic and not args.scenes else ("real scenes, no-reference metrics" if args.scenes else "results")
+    title = (f"### Loopscape evaluation: {kind}; max side {args.max_side}, {args.frames} frames, main quality {args.quality}"
+             + (", motion from arrows sampled from the true flow" if args.motion == "hints" else "")
+             + (f", also {', '.join(extra)}" if extra else "; draft/final not run (opt-in: --qualities draft,final)"))
+    print(write_table(rows, out, title))
+    print(f"total {time.time() - t0:.0f} s; wrote {out / 'table.md'}, {out / 'table.csv'}, {out / 'plots.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Quality presets: each one is a complete, named config of every stage's effort.
+
+The job, the pipeline and the add-on all read this table; a new preset is one new row.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+NEVER = 1_000_000  # a step no schedule reaches: the event is off
+
+
+@dataclass(frozen=True)
+class Train3DSchedule:
+    """3D Gaussian training on the pseudo views at t = 0 (gsplat-style density control)."""
+
+    iters: int
+    refine_start: int = NEVER  # first densification step
+    refine_every: int = 50
+    refine_stop: int = NEVER
+    reset_every: int = NEVER  # opacity reset period
+    max_gaussians: int = 400_000
+    max_gaussians_per_point: float = 0.0  # cap = max(max_gaussians, this x input points) when > 0
+
+    def gaussian_cap(self, n_points: int) -> int:
+        return max(self.max_gaussians, int(self.max_gaussians_per_point * n_points))
+
+
+@dataclass(frozen=True)
+class QualityPreset:
+    name: str
+    label: str  # what the add-on's menu shows
+    description: str
+    n_views: int  # pseudo views in the training fan (the input view included)
+    train3d: Train3DSchedule
+    mom3d_iters: int  # 3D-MOM optimisation steps
+    iters_4d: int  # 4D deformation training steps; 0 = the explicit Eulerian loop, no training
+
+
+PRESETS: dict[str, QualityPreset] = {p.name: p for p in (
+    QualityPreset("preview", "Preview", "Fast: explicit motion, no 4D training", n_views=9,
+                  train3d=Train3DSchedule(iters=60), mom3d_iters=1500, iters_4d=0),
+    QualityPreset("draft", "Draft", "Balanced: densified 3D, short 4D training", n_views=13,
+                  train3d=Train3DSchedule(iters=150, refine_start=50, refine_every=50, refine_stop=101,
+                                          reset_every=10_000),
+                  mom3d_iters=3000, iters_4d=150),
+    QualityPreset("final", "Final", "Full quality: 25 views, long 3D and 4D training (GPU)", n_views=25,
+                  train3d=Train3DSchedule(iters=3000, refine_start=300, refine_every=100, refine_stop=2000,
+                                          reset_every=1000, max_gaussians=200_000, max_gaussians_per_point=2.0),
+                  mom3d_iters=5000, iters_4d=3000),
+)}
+QUALITIES: tuple[str, ...] = tuple(PRESETS)
+DEFAULT_QUALITY = "draft"
