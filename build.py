@@ -23,8 +23,9 @@ VENV = ROOT / ".venv"
 # The CPU wheel of this exact version is what the project is tested with; on a CUDA machine
 # set LOOPSCAPE_TORCH to the torch requirement that matches your driver.
 TORCH_SPEC = os.environ.get("LOOPSCAPE_TORCH", "torch==2.13.0")
-# Source folders that make up the extension, mapped to their place inside the zip.
-ADDON_SOURCES = {"blender_addon": "", "operators": "operators", "panels": "panels"}
+# What makes up the extension, at the same paths inside the zip as in the repository: the source
+# tree is the installed tree (the root __init__.py is the extension's entry).
+ADDON_SOURCES = ("blender_manifest.toml", "__init__.py", "blender_addon", "operators", "panels", "contract")
 
 
 def venv_python() -> Path:
@@ -91,20 +92,19 @@ def addon_version() -> str:
 
 
 def build_zip() -> Path:
-    """Zip the extension: manifest + blender_addon/ at the root, operators/ and panels/ as subpackages."""
+    """Zip the extension: ADDON_SOURCES at their repository paths, without bytecode."""
     version = addon_version()
     dist = ROOT / "dist"
     dist.mkdir(exist_ok=True)
     target = dist / f"loopscape-{version}.zip"
     tmp = target.with_suffix(".zip.tmp")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.write(ROOT / "blender_manifest.toml", "blender_manifest.toml")
-        for src, dst in ADDON_SOURCES.items():
-            for path in sorted((ROOT / src).rglob("*")):
+        for src in ADDON_SOURCES:
+            top = ROOT / src
+            for path in [top] if top.is_file() else sorted(top.rglob("*")):
                 if path.is_dir() or "__pycache__" in path.parts or path.suffix == ".pyc":
                     continue
-                rel = path.relative_to(ROOT / src).as_posix()
-                zf.write(path, f"{dst}/{rel}" if dst else rel)
+                zf.write(path, path.relative_to(ROOT).as_posix())
     os.replace(tmp, target)
     print(f"wrote {target}")
     return target

@@ -1,31 +1,5 @@
-"""Loopscape: one landscape photo to a looping animated Gaussian splat scene.
+"""The add-on's own modules, below the extension's entry (the repository root's ``__init__.py``).
 
-The heavy compute runs in a separate backend process (``python -m backend run``); this add-on
-never imports torch. Operators live under ``bpy.ops.loopscape``.
+This package imports no bpy, so its bpy-free modules (runner, mask_io, ply_read, camera_math,
+result_io) import and are unit-tested without Blender; the others import bpy themselves.
 """
-from __future__ import annotations
-
-import bpy
-
-from . import overlay, paths, preferences, props
-from . import operators as _operators
-from . import panels as _panels
-
-_CLASSES = (*preferences.classes, *props.classes, *_operators.classes, *_panels.classes)
-
-
-def register() -> None:
-    for cls in _CLASSES:
-        bpy.utils.register_class(cls)
-    props.register()
-    overlay.register()
-    paths.register()
-
-
-def unregister() -> None:
-    _operators.unregister_hook()
-    paths.unregister()
-    overlay.unregister()
-    props.unregister()
-    for cls in reversed(_CLASSES):
-        bpy.utils.unregister_class(cls)

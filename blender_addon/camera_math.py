@@ -1,21 +1,18 @@
-"""Blender camera <-> backend (OpenCV) camera conversion; see ARCHITECTURE.md "Camera conventions".
+"""Blender camera <-> backend (OpenCV) camera conversion, on numpy 4x4 arrays (no bpy, no mathutils).
 
 Backend world is the hero camera's OpenCV frame. The matrix ``scene_matrix`` maps backend world
 to Blender world: ``hero.matrix_world @ CV_FLIP`` (times a uniform scene scale), or the matrix of
-the imported result's parent Empty once there is one.
+the imported result's parent Empty once there is one. Callers convert at the bpy boundary:
+``np.array(obj.matrix_world)`` to read, ``Matrix(arr.tolist())`` to write.
 """
 from __future__ import annotations
 
-import math
+import numpy as np
 
-from mathutils import Matrix, Vector
+from ..contract.camera import preset_translations
 
 # diag(1,-1,-1,1): Blender camera axes (-z forward, +y up) to OpenCV (+z forward, +y down).
-CV_FLIP = Matrix.Diagonal((1.0, -1.0, -1.0, 1.0))
-
-# Backend preset paths (ARCHITECTURE.md): R = I and t = world-to-camera translation, in
-# depth-normalised units, for n frames.
-PRESET_FRAMES = {"up-down": 60, "zoom-in": 60, "side": 60, "circle": 90}
+CV_FLIP = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
 def intrinsics(cam_data, width: int, height: int, pixel_aspect_x: float = 1.0,
@@ -45,74 +42,53 @@ def set_lens_from_K(cam_data, K, width: int, height: int) -> None:
     cam_data.shift_y = (cy - height / 2.0) / view
 
 
-def fov_lens(fov_deg: float, sensor: float) -> float:
-    """Focal length (mm) for a field of view across a sensor dimension."""
-    return 0.5 * sensor / math.tan(math.radians(fov_deg) / 2.0)
+def scene_matrix_from_hero(hero_matrix_world: np.ndarray, scene_scale: float) -> np.ndarray:
+    """Backend world -> Blender world before any result is placed: ``hero @ CV_FLIP @ diag(s, s, s, 1)``."""
+    s = float(scene_scale)
+    return np.asarray(hero_matrix_world, dtype=np.float64) @ CV_FLIP @ np.diag([s, s, s, 1.0])
 
 
-def uniform_scale(m: Matrix) -> float:
+def uniform_scale(m: np.ndarray) -> float:
     """Mean axis scale of an affine matrix (scene scale of the backend world)."""
-    s = m.to_scale()
-    return (abs(s.x) + abs(s.y) + abs(s.z)) / 3.0
+    return float(np.linalg.norm(np.asarray(m, dtype=np.float64)[:3, :3], axis=0).mean())
 
 
-def world_to_camera(camera_matrix_world: Matrix, scene_matrix: Matrix) -> Matrix:
+def world_to_camera(camera_matrix_world: np.ndarray, scene_matrix: np.ndarray) -> np.ndarray:
     """Backend-world-to-camera (OpenCV, rigid) for a Blender camera at ``camera_matrix_world``.
 
     Camera points are ``CV_FLIP @ cam^-1 @ scene_matrix @ x_backend``; the scene scale is divided
     out (projection is invariant to it) so that the rotation block stays orthonormal.
     """
-    cam = _rigid(camera_matrix_world)
-    m = CV_FLIP @ cam.inverted() @ scene_matrix
+    m = CV_FLIP @ np.linalg.inv(_rigid(camera_matrix_world)) @ np.asarray(scene_matrix, dtype=np.float64)
     s = uniform_scale(scene_matrix)
-    return Matrix.Diagonal((1.0 / s, 1.0 / s, 1.0 / s, 1.0)) @ m
+    return np.diag([1.0 / s, 1.0 / s, 1.0 / s, 1.0]) @ m
 
 
-def camera_matrix_from_w2c(w2c: Matrix, scene_matrix: Matrix) -> Matrix:
+def camera_matrix_from_w2c(w2c: np.ndarray, scene_matrix: np.ndarray) -> np.ndarray:
     """Blender camera matrix_world (rigid, unit scale) for a backend world-to-camera matrix."""
-    c2w_cv = w2c.inverted()
-    m = scene_matrix @ c2w_cv @ CV_FLIP
-    loc = m.to_translation()
-    rot = m.to_3x3().normalized()
-    out = rot.to_4x4()
-    out.translation = loc
+    m = np.asarray(scene_matrix, dtype=np.float64) @ np.linalg.inv(np.asarray(w2c, dtype=np.float64)) @ CV_FLIP
+    out = np.eye(4)
+    out[:3, :3] = m[:3, :3] / np.linalg.norm(m[:3, :3], axis=0)
+    out[:3, 3] = m[:3, 3]
     return out
 
 
-def preset_translations(name: str, n_frames: int | None = None) -> list[tuple[float, float, float]]:
-    """World-to-camera translations t of the backend's preset camera paths (R = I)."""
-    n = int(n_frames or PRESET_FRAMES[name])
+def preset_camera_matrices(name: str, n_frames: int, scene_matrix: np.ndarray) -> list[np.ndarray]:
+    """Blender camera matrices of the backend's preset path ``name`` (R = I, contract translations)."""
     out = []
-    for i in range(n):
-        a = i / max(n - 1, 1)  # 0..1 inclusive for the linear paths
-        if name == "up-down":
-            out.append((0.0, 0.08 - 0.16 * a, 0.0))
-        elif name == "zoom-in":
-            out.append((0.0, 0.0, -0.24 * a))
-        elif name == "side":
-            out.append((0.09 - 0.18 * a, 0.0, 0.0))
-        elif name == "circle":
-            s = -2.0 + 4.0 * i / n  # s in [-2, 2)
-            out.append((-0.04 * math.cos(s * math.pi), -0.04 * math.sin(s * math.pi),
-                        -0.09 * math.cos(s * math.pi / 2.0)))
-        else:
-            raise ValueError(f"unknown camera path preset {name!r}")
+    for t in preset_translations(name, n_frames):
+        w2c = np.eye(4)
+        w2c[:3, 3] = t
+        out.append(camera_matrix_from_w2c(w2c, scene_matrix))
     return out
 
 
-def translation_w2c(t) -> Matrix:
-    m = Matrix.Identity(4)
-    m.translation = Vector(t)
-    return m
-
-
-def _rigid(m: Matrix) -> Matrix:
-    """Drop scale from an object matrix (camera object scale does not change the view)."""
-    loc, rot, _scale = m.decompose()
-    out = rot.to_matrix().to_4x4()
-    out.translation = loc
+def _rigid(m: np.ndarray) -> np.ndarray:
+    """Drop scale from an object matrix (camera object scale does not change the view), as
+    mathutils' ``decompose`` does: unit columns, negated when the matrix mirrors."""
+    m = np.asarray(m, dtype=np.float64)
+    rot = m[:3, :3] / np.linalg.norm(m[:3, :3], axis=0)
+    out = np.eye(4)
+    out[:3, :3] = -rot if np.linalg.det(rot) < 0 else rot
+    out[:3, 3] = m[:3, 3]
     return out
-
-
-def matrix_to_list(m: Matrix) -> list[list[float]]:
-    return [[float(m[r][c]) for c in range(len(m[0]))] for r in range(len(m))]

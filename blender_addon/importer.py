@@ -7,10 +7,8 @@ point cloud from Python, so there the PLY fallback is a mesh of loose vertices (
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,14 +16,12 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from . import camera_math, ply_read, splat_nodes
+from ..contract import LoopscapeError
+from ..contract.protocol import KEY_CAMERA, KEY_FPS, KEY_FRAMES
+from . import camera_math, ply_read, result_io, splat_nodes
 from .job_writer import PARENT_TAG, hero_matrix
 
 RESULT_TAG = "loopscape_result"
-
-
-class ResultError(Exception):
-    """The folder is not a usable backend result; the message says what to do."""
 
 
 @dataclass
@@ -38,21 +34,8 @@ class ImportReport:
 
 
 def load_result(directory: str | Path) -> dict:
-    d = Path(bpy.path.abspath(str(directory)))
-    path = d / "result.json"
-    if not d.is_dir():
-        raise ResultError(f"'{d}' is not a folder. Choose the backend's output folder (it holds result.json).")
-    if not path.is_file():
-        raise ResultError(f"'{d}' is not a Loopscape result: it has no result.json. Choose the folder "
-                          "you passed to the backend as --out.")
-    try:
-        res = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ResultError(f"{path} is unreadable ({exc}). Run the job again.") from exc
-    if not isinstance(res, dict) or not (res.get("ply_frames") or res.get("usd")):
-        raise ResultError(f"{path} lists neither PLY frames nor a USD file. Run the job again.")
-    res["_dir"] = str(d)
-    return res
+    """result.json of a result folder (a path relative to the .blend is resolved)."""
+    return result_io.load_result(bpy.path.abspath(str(directory)))
 
 
 def remove_previous(scene) -> int:
@@ -82,11 +65,11 @@ def ensure_hero(scene, res: dict):
     hero = props.hero_camera
     if hero is not None and hero.name in scene.objects:
         return hero
-    cam = res.get("camera") or {}
+    cam = res.get(KEY_CAMERA) or {}
     K, W, H = cam.get("K"), int(cam.get("width", 0) or 0), int(cam.get("height", 0) or 0)
     if not K or W <= 0 or H <= 0:
-        raise ResultError("result.json has no camera (K, width, height), and the scene has no hero camera. "
-                          "Set up the photo first (Loopscape > Photo).")
+        raise LoopscapeError("result.json has no camera (K, width, height), and the scene has no hero camera.",
+                             "Set up the photo first (Loopscape > Photo).")
     data = bpy.data.cameras.new("Loopscape Hero")
     camera_math.set_lens_from_K(data, K, W, H)
     hero = bpy.data.objects.new("Loopscape Hero", data)
@@ -111,38 +94,27 @@ def _rel(path: str) -> str:
     return path
 
 
-def _usd_start(path: Path, res: dict) -> float:
-    """Time code of the first frame: startTimeCode of a .usda, else result.json's usd_frame_start,
-    else 1 (the backend writes frame k at time code 1 + k)."""
-    if path.suffix.lower() == ".usda":
-        head = path.open("r", errors="replace").read(4096)
-        m = re.search(r"startTimeCode\s*=\s*([-0-9.eE]+)", head)
-        if m:
-            return float(m.group(1))
-    return float(res.get("usd_frame_start", 1.0))
-
-
 def _import_usd(context, path: Path, res: dict):
     before = set(bpy.data.objects)
     ret = bpy.ops.wm.usd_import(filepath=str(path), relative_path=bool(bpy.data.filepath), set_frame_range=False,
                                 import_cameras=False, import_lights=False, import_materials=False,
                                 import_points=True, import_meshes=False, create_collection=False)
     if "FINISHED" not in ret:
-        raise ResultError(f"Blender could not import {path}.")
+        raise LoopscapeError(f"Blender could not import {path}.", "Run the job again, or import the PLY frames.")
     new = [o for o in bpy.data.objects if o not in before]
     clouds = [o for o in new if o.type == "POINTCLOUD"]
     for o in new:
         if o not in clouds[:1]:
             bpy.data.objects.remove(o, do_unlink=True)
     if not clouds:
-        raise ResultError(f"{path} holds no point stream (UsdGeomPoints).")
+        raise LoopscapeError(f"{path} holds no point stream (UsdGeomPoints).", result_io.RERUN)
     obj = clouds[0]
     for mod in obj.modifiers:
         if mod.type == "MESH_SEQUENCE_CACHE" and mod.cache_file is not None:
             cf = mod.cache_file
             cf.filepath = _rel(str(path))
             # USD time code t is shown at scene frame t + offset: put code start at frame_start.
-            cf.frame_offset = context.scene.frame_start - _usd_start(path, res)
+            cf.frame_offset = context.scene.frame_start - result_io.usd_start(path, res)
     return obj
 
 
@@ -150,25 +122,10 @@ def _import_ply(context, paths: list[Path]):
     frames = []
     for p in paths:
         try:
-            frames.append(ply_read.gaussians_from_vertices(ply_read.read_vertices(p)))
-        except (ply_read.PlyError, OSError, ValueError) as exc:
-            raise ResultError(f"Could not read PLY frame {p}: {exc}") from exc
-    same = len({len(f["position"]) for f in frames}) == 1
-    keys = ("position", "color", "opacity", "scales", "orientations")
-    if same and len(frames) > 1:
-        static = np.ones(len(frames[0]["position"]), dtype=bool)
-        for f in frames[1:]:
-            for k in keys:
-                diff = np.abs(f[k] - frames[0][k])
-                static &= (diff.reshape(len(diff), -1) <= 1e-7).all(axis=1)
-        parts = [{k: frames[0][k][static] for k in keys} | {"frame": np.full(int(static.sum()), -1)}]
-        for i, f in enumerate(frames):
-            parts.append({k: f[k][~static] for k in keys} | {"frame": np.full(int((~static).sum()), i)})
-    else:
-        parts = [f | {"frame": np.full(len(f["position"]), i)} for i, f in enumerate(frames)]
-    if len(frames) == 1:
-        parts[0]["frame"][:] = -1
-    cat = {k: np.concatenate([p[k] for p in parts]) for k in keys + ("frame",)}
+            frames.append(ply_read.read_gaussians(p))
+        except LoopscapeError as exc:
+            raise LoopscapeError(f"Could not read PLY frame {p}: {exc.message}", exc.hint) from exc
+    cat = ply_read.pack_frames(frames)
     n = len(cat["position"])
 
     mesh = bpy.data.meshes.new("Loopscape Splats")
@@ -233,14 +190,13 @@ def import_result(context, directory: str | Path, source: str = "auto", size: fl
     scene = context.scene
     res = load_result(directory)
     d = Path(res["_dir"])
-    usd = d / res["usd"] if res.get("usd") else None
-    plys = [d / p for p in res.get("ply_frames") or []]
+    usd, plys = result_io.usd_path(res), result_io.ply_paths(res)
     missing = [p for p in plys if not p.is_file()]
     use_usd = usd is not None and usd.is_file() and source in ("auto", "usd")
     if not use_usd and (not plys or missing):
         what = missing[0] if missing else "any PLY frame"
-        raise ResultError(f"The result in {d} is incomplete: {what} is missing. Run the job again.")
-    n_frames = int(res.get("frames") or len(plys) or 1)
+        raise LoopscapeError(f"The result in {d} is incomplete: {what} is missing.", result_io.RERUN)
+    n_frames = int(res.get(KEY_FRAMES) or len(plys) or 1)
 
     hero = ensure_hero(scene, res)
     # Re-import keeps where the artist placed (moved/scaled) the previous result.
@@ -263,8 +219,8 @@ def import_result(context, directory: str | Path, source: str = "auto", size: fl
         parent[PARENT_TAG] = True
         scene.collection.objects.link(parent)
         s = scene.loopscape.scene_scale
-        parent.matrix_world = placement if placement is not None else (
-            hero_matrix(scene, hero) @ camera_math.CV_FLIP @ Matrix.Diagonal((s, s, s, 1.0)))
+        parent.matrix_world = placement if placement is not None else Matrix(
+            camera_math.scene_matrix_from_hero(hero_matrix(scene, hero), s).tolist())
         obj.parent = parent
         obj.matrix_parent_inverse = Matrix.Identity(4)
         obj.matrix_basis = Matrix.Identity(4)  # the USD importer's up-axis/unit fix does not apply here
@@ -289,7 +245,7 @@ def import_result(context, directory: str | Path, source: str = "auto", size: fl
                 bpy.data.objects.remove(o, do_unlink=True)
         raise
 
-    fps = res.get("fps")
+    fps = res.get(KEY_FPS)
     if fps:
         scene.render.fps = int(round(float(fps)))
         scene.render.fps_base = scene.render.fps / float(fps)
@@ -309,7 +265,7 @@ def import_result(context, directory: str | Path, source: str = "auto", size: fl
 
 def _hero_focal(scene, hero, res: dict) -> float:
     """Focal length in pixels of the camera the backend trained with (its dilation is in those pixels)."""
-    K = (res.get("camera") or {}).get("K")
+    K = (res.get(KEY_CAMERA) or {}).get("K")
     if K:
         return float(K[0][0])
     r = scene.render
@@ -333,16 +289,13 @@ def result_paths(scene) -> tuple[Path | None, dict | None]:
     d = Path(bpy.path.abspath(rd))
     try:
         return d, load_result(d)
-    except ResultError:
+    except LoopscapeError:
         return d, None
 
 
 def video_path(scene) -> Path | None:
-    d, res = result_paths(scene)
-    if res and res.get("video"):
-        p = d / res["video"]
-        return p if p.is_file() else None
-    return None
+    _d, res = result_paths(scene)
+    return result_io.video_path(res) if res else None
 
 
 def open_path(path: Path) -> None:

@@ -3,20 +3,15 @@ from __future__ import annotations
 
 import json
 import os
-import struct
-import zlib
 from pathlib import Path
 
 import bpy
 import numpy as np
 
-from . import camera_math
+from ..contract import LoopscapeError
+from . import camera_math, mask_io
 
 PARENT_TAG = "loopscape_result_parent"  # custom property marking the result's parent Empty
-
-
-class JobError(Exception):
-    """A refusal the artist can fix: the message says what to do."""
 
 
 def result_parent(scene):
@@ -26,27 +21,25 @@ def result_parent(scene):
     return None
 
 
-def hero_matrix(scene, hero):
+def hero_matrix(scene, hero) -> np.ndarray:
     """The hero camera's matrix at the first frame of the loop (the photo's viewpoint)."""
     keep = scene.frame_current
     scene.frame_set(scene.frame_start)
-    m = hero.matrix_world.copy()
+    m = np.array(hero.matrix_world)
     scene.frame_set(keep)
     return m
 
 
-def scene_matrix(scene):
+def scene_matrix(scene) -> np.ndarray:
     """Backend world -> Blender world: the result parent's matrix, else hero @ CV_FLIP @ scale."""
     parent = result_parent(scene)
     if parent is not None:
-        return parent.matrix_world.copy()
+        return np.array(parent.matrix_world)
     props = scene.loopscape
     hero = props.hero_camera
     if hero is None:
-        raise JobError("There is no hero camera. Use Photo > Set Up From Photo to create it.")
-    s = props.scene_scale
-    from mathutils import Matrix
-    return hero_matrix(scene, hero) @ camera_math.CV_FLIP @ Matrix.Diagonal((s, s, s, 1.0))
+        raise LoopscapeError("There is no hero camera.", "Use Photo > Set Up From Photo to create it.")
+    return camera_math.scene_matrix_from_hero(hero_matrix(scene, hero), props.scene_scale)
 
 
 def render_size(scene) -> tuple[int, int]:
@@ -56,29 +49,11 @@ def render_size(scene) -> tuple[int, int]:
 
 
 def mask_array(image) -> np.ndarray:
-    """The mask as a bool array (H, W), row 0 at the top of the photo."""
+    """The mask image as a bool array (H, W), row 0 at the top of the photo."""
     w, h = image.size
     px = np.empty(w * h * image.channels, dtype=np.float32)
     image.pixels.foreach_get(px)
-    px = px.reshape(h, w, image.channels)
-    # Luminance of RGB, ignoring alpha: painting in Blender changes colour, not alpha.
-    value = px[..., :3].mean(axis=2) if image.channels >= 3 else px[..., 0]
-    return np.flipud(value > 0.5)
-
-
-def write_png_gray(path: Path, mask: np.ndarray) -> None:
-    """8-bit greyscale PNG, written with zlib only (no colour management on the way)."""
-    h, w = mask.shape
-    raw = b"".join(b"\x00" + row.tobytes() for row in (mask.astype(np.uint8) * 255))
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(png)
-    os.replace(tmp, path)
+    return mask_io.pixels_to_mask(px, w, h, image.channels)
 
 
 def validate(scene) -> None:
@@ -86,17 +61,17 @@ def validate(scene) -> None:
     props = scene.loopscape
     photo = props.photo
     if photo is None:
-        raise JobError("No photo is set. Choose one in Loopscape > Photo > Set Up From Photo.")
+        raise LoopscapeError("No photo is set.", "Choose one in Loopscape > Photo > Set Up From Photo.")
     path = bpy.path.abspath(photo.filepath)
     if not path or not os.path.isfile(path):
-        raise JobError(f"The photo file '{path or photo.name}' is missing on disk. Choose the photo again.")
+        raise LoopscapeError(f"The photo file '{path or photo.name}' is missing on disk.", "Choose the photo again.")
     if props.hero_camera is None or props.hero_camera.name not in scene.objects:
-        raise JobError("The hero camera was deleted. Use Photo > Set Up From Photo to create it again.")
+        raise LoopscapeError("The hero camera was deleted.", "Use Photo > Set Up From Photo to create it again.")
     if props.mask is None:
-        raise JobError("No motion mask. Create one in Loopscape > Motion and paint where the photo moves, "
-                       "or import a mask or labelme file.")
+        raise LoopscapeError("No motion mask.", "Create one in Loopscape > Motion and paint where the photo moves, "
+                             "or import a mask or labelme file.")
     if props.mask.size[0] == 0 or not mask_array(props.mask).any():
-        raise JobError("The motion mask is empty. Paint white where the photo moves (water, clouds, smoke).")
+        raise LoopscapeError("The motion mask is empty.", "Paint white where the photo moves (water, clouds, smoke).")
 
 
 def build_job(scene, work_dir: Path, device_default: str = "auto") -> dict:
@@ -108,10 +83,10 @@ def build_job(scene, work_dir: Path, device_default: str = "auto") -> dict:
     work_dir.mkdir(parents=True, exist_ok=True)
     mask = mask_array(props.mask)
     if mask.shape != (ph, pw):
-        raise JobError(f"The mask is {mask.shape[1]}x{mask.shape[0]} but the photo is {pw}x{ph}. "
-                       "Create the mask again at the photo's size.")
+        raise LoopscapeError(f"The mask is {mask.shape[1]}x{mask.shape[0]} but the photo is {pw}x{ph}.",
+                             "Create the mask again at the photo's size.")
     mask_path = work_dir / "mask.png"
-    write_png_gray(mask_path, mask)
+    mask_io.write_png_gray(mask_path, mask)
 
     hero = props.hero_camera
     rx, ry = scene.render.pixel_aspect_x, scene.render.pixel_aspect_y
@@ -126,8 +101,8 @@ def build_job(scene, work_dir: Path, device_default: str = "auto") -> dict:
         for i in range(props.frames):
             scene.frame_set(scene.frame_start + i)
             K = camera_math.intrinsics(shot.data, W, H, rx, ry)
-            w2c = camera_math.world_to_camera(shot.matrix_world, world)
-            frames.append({"K": K, "w2c": camera_math.matrix_to_list(w2c)})
+            w2c = camera_math.world_to_camera(np.array(shot.matrix_world), world)
+            frames.append({"K": K, "w2c": w2c.tolist()})
     finally:
         scene.frame_set(keep)
 
@@ -151,9 +126,9 @@ def build_job(scene, work_dir: Path, device_default: str = "auto") -> dict:
         try:
             extra = json.loads(props.extra_json)
         except json.JSONDecodeError as exc:
-            raise JobError(f"Extra Job Fields is not valid JSON ({exc}). Fix or clear it in the Run panel.")
+            raise LoopscapeError(f"Extra Job Fields is not valid JSON ({exc}).", "Fix or clear it in the Run panel.")
         if not isinstance(extra, dict):
-            raise JobError("Extra Job Fields must be a JSON object like {\"seed\": 1}.")
+            raise LoopscapeError("Extra Job Fields must be a JSON object like {\"seed\": 1}.")
         job.update(extra)
     return job
 

@@ -1,60 +1,29 @@
-"""Masks and hints from files: a mask image or a labelme JSON (polygons = motion, lines = hints)."""
+"""Masks and motion inputs from files and images, as bool arrays (H, W) with row 0 at the top (no bpy).
+
+labelme files are read by the contract's parser, so Blender and the command line see the same
+mask, hints and anchors; Blender stores image pixels bottom row first, hence the flips here.
+"""
 from __future__ import annotations
 
-import json
+import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 
+from ..contract.labelme import read_labelme as _read_labelme
 
-class MaskFileError(Exception):
-    pass
-
-
-def fill_polygon(mask: np.ndarray, points) -> None:
-    """Even-odd fill of a polygon (pixel coordinates, y down) into mask (H, W), at pixel centres."""
-    pts = np.asarray(points, dtype=np.float64)
-    if len(pts) < 3:
-        return
-    h, w = mask.shape
-    x0, x1 = max(int(np.floor(pts[:, 0].min())), 0), min(int(np.ceil(pts[:, 0].max())) + 1, w)
-    y0, y1 = max(int(np.floor(pts[:, 1].min())), 0), min(int(np.ceil(pts[:, 1].max())) + 1, h)
-    if x0 >= x1 or y0 >= y1:
-        return
-    px, py = np.meshgrid(np.arange(x0, x1) + 0.5, np.arange(y0, y1) + 0.5)
-    inside = np.zeros(px.shape, dtype=bool)
-    a, b = pts, np.roll(pts, -1, axis=0)
-    for (ax, ay), (bx, by) in zip(a, b):
-        crosses = (ay > py) != (by > py)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            xi = ax + (py - ay) * (bx - ax) / (by - ay)
-        inside ^= crosses & (px < xi)
-    mask[y0:y1, x0:x1] |= inside
+Point = tuple[float, float]
 
 
-def read_labelme(path: str | Path, width: int, height: int):
-    """(mask (H, W) bool, hints [(start, end)], anchors [(x, y)]) scaled from the file's image size to width x height."""
-    try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise MaskFileError(f"Could not read labelme file {path}: {exc}") from exc
-    if not isinstance(doc, dict) or "shapes" not in doc:
-        raise MaskFileError(f"{path} is not a labelme JSON (no 'shapes').")
-    sx = width / float(doc.get("imageWidth") or width)
-    sy = height / float(doc.get("imageHeight") or height)
-    mask = np.zeros((height, width), dtype=bool)
-    hints, anchors = [], []
-    for shape in doc["shapes"]:
-        pts = [(p[0] * sx, p[1] * sy) for p in shape.get("points", [])]
-        kind = shape.get("shape_type", "polygon")
-        label = str(shape.get("label", "")).lower()
-        if kind == "polygon" and not label.startswith(("hint", "anchor")):
-            fill_polygon(mask, pts)
-        elif kind in ("line", "linestrip") and len(pts) >= 2:
-            hints.append((pts[0], pts[-1]))
-        elif kind == "point" and pts:
-            anchors.append(pts[0])
-    return mask, hints, anchors
+def read_labelme(path: str | Path, width: int, height: int) -> tuple[np.ndarray, list[tuple[Point, Point]], list[Point]]:
+    """(mask (H, W) bool, hints [(start, end)], anchors [(x, y)]) scaled from the file's image size to
+    width x height; raises the contract's LoopscapeError for a file it refuses."""
+    doc = _read_labelme(path)
+    mask = doc.mask(width, height)
+    hints = [(h.start, h.end) for h in doc.scaled_hints(width, height)]
+    return (np.zeros((height, width), dtype=bool) if mask is None else mask), hints, doc.scaled_anchors(width, height)
 
 
 def mask_to_pixels(mask: np.ndarray) -> np.ndarray:
@@ -63,3 +32,26 @@ def mask_to_pixels(mask: np.ndarray) -> np.ndarray:
     rgba = np.repeat(v[..., None], 4, axis=2)
     rgba[..., 3] = 1.0
     return rgba.ravel()
+
+
+def pixels_to_mask(pixels: np.ndarray, width: int, height: int, channels: int) -> np.ndarray:
+    """A bool mask from Blender's flat float pixels: the luminance of RGB over 0.5, ignoring alpha
+    (painting in Blender changes colour, not alpha)."""
+    px = np.asarray(pixels, dtype=np.float32).reshape(height, width, channels)
+    value = px[..., :3].mean(axis=2) if channels >= 3 else px[..., 0]
+    return np.flipud(value > 0.5)
+
+
+def write_png_gray(path: Path, mask: np.ndarray) -> None:
+    """8-bit greyscale PNG, written with zlib only (no colour management on the way)."""
+    h, w = mask.shape
+    raw = b"".join(b"\x00" + row.tobytes() for row in (mask.astype(np.uint8) * 255))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(png)
+    os.replace(tmp, path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import bpy
 from bpy.props import EnumProperty, StringProperty
 
-ADDON_ID = __package__
+ADDON_ID = __package__.rpartition(".")[0]  # the extension's root package, which Blender enables
 DEVICE_ITEMS = [
     ("auto", "Auto", "CUDA when the backend finds a GPU, else CPU"),
     ("cuda", "CUDA", "NVIDIA GPU (gsplat)"),

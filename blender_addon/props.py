@@ -5,11 +5,13 @@ import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, FloatVectorProperty,
                        IntProperty, PointerProperty, StringProperty)
 
-QUALITY_ITEMS = [
-    ("preview", "Preview", "Fast, low resolution"),
-    ("draft", "Draft", "Balanced"),
-    ("final", "Final", "Full quality, slow"),
-]
+from ..contract.camera import PATH_PRESETS
+from ..contract.quality import DEFAULT_QUALITY, PRESETS
+
+QUALITY_ITEMS = [(p.name, p.label, p.description) for p in PRESETS.values()]
+# Menu text 'zoom-in' -> 'Zoom In': the contract names the presets, the add-on only shows them.
+PATH_ITEMS = [(name, name.replace("-", " ").title(), f"The backend's '{name}' camera path, scaled to the scene")
+              for name in PATH_PRESETS]
 RUN_DEVICE_ITEMS = [
     ("default", "Preferences", "Use the device from the add-on preferences"),
     ("auto", "Auto", ""), ("cuda", "CUDA", ""), ("cpu", "CPU", ""),
@@ -51,7 +53,7 @@ class LoopscapeSceneProps(bpy.types.PropertyGroup):
     speed: FloatProperty(name="Speed", default=1.0, min=0.0, soft_max=5.0, description="Global factor on hint speeds")
     show_overlay: BoolProperty(name="Show Arrows", default=True)
     # Run
-    quality: EnumProperty(name="Quality", items=QUALITY_ITEMS, default="draft")
+    quality: EnumProperty(name="Quality", items=QUALITY_ITEMS, default=DEFAULT_QUALITY)
     frames: IntProperty(name="Loop Frames", default=60, min=2, soft_max=600)
     device: EnumProperty(name="Device", items=RUN_DEVICE_ITEMS, default="default")
     max_side: IntProperty(name="Max Side", default=512, min=32, soft_max=2048,

@@ -16,9 +16,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..contract import LoopscapeError
+from ..contract.protocol import DONE, ERROR, LOG, PROGRESS, RESULT_NAME, WARNING
 
-class RunnerError(Exception):
-    """The backend could not be started; the message says what to do."""
+# The runner's own events, next to the protocol's: a non-JSON output line, and the process's end.
+TEXT = "text"
+EXIT = "exit"
 
 
 @dataclass
@@ -28,30 +31,28 @@ class RunState:
     log_tail: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     result_path: str = ""
-    error: str = ""
+    error: str = ""  # the backend's error message; ``hint`` says what to do about it
+    hint: str = ""
     finished: bool = False
     cancelled: bool = False
     returncode: int | None = None
 
     def apply(self, ev: dict) -> None:
         kind = ev.get("event")
-        if kind == "progress":
+        if kind == PROGRESS:
             self.stage = str(ev.get("stage", self.stage))
             self.fraction = float(ev.get("fraction", self.fraction) or 0.0)
-        elif kind == "warning":
+        elif kind == WARNING:
             self.warnings.append(str(ev.get("message", "")))
             self._tail("warning: " + str(ev.get("message", "")))
-        elif kind == "log":
+        elif kind in (LOG, TEXT):
             self._tail(str(ev.get("message", "")))
-        elif kind == "text":
-            self._tail(str(ev.get("message", "")))
-        elif kind == "done":
+        elif kind == DONE:
             self.result_path = str(ev.get("result", ""))
-        elif kind == "error":
-            msg = str(ev.get("message", "backend error"))
-            hint = ev.get("hint")
-            self.error = f"{msg} {hint}" if hint else msg
-        elif kind == "exit":
+        elif kind == ERROR:
+            self.error = str(ev.get("message") or "backend error")
+            self.hint = str(ev.get("hint") or "")
+        elif kind == EXIT:
             self.finished = True
             self.returncode = ev.get("returncode")
 
@@ -60,17 +61,20 @@ class RunState:
 
 
 def check_interpreter(python: str, root: str) -> None:
+    """Refuse an interpreter or backend folder that cannot run the backend (LoopscapeError)."""
     if not python:
-        raise RunnerError("No backend interpreter is set and none was found in <backend folder>/.venv. "
-                          "Set Backend Python in Preferences > Add-ons > Loopscape, "
-                          "or run 'python3 build.py setup' in the backend folder.")
+        raise LoopscapeError("No backend interpreter is set and none was found in <backend folder>/.venv.",
+                             "Set Backend Python in Preferences > Add-ons > Loopscape, "
+                             "or run 'python3 build.py setup' in the backend folder.")
     if not os.path.isfile(python):
-        raise RunnerError(f"Backend interpreter '{python}' does not exist. Fix Backend Python in "
-                          "Preferences > Add-ons > Loopscape (use Check Backend to test it).")
+        raise LoopscapeError(f"Backend interpreter '{python}' does not exist.",
+                             "Fix Backend Python in Preferences > Add-ons > Loopscape (use Check Backend to test it).")
     if not os.access(python, os.X_OK):
-        raise RunnerError(f"Backend interpreter '{python}' is not executable. Fix Backend Python in the preferences.")
+        raise LoopscapeError(f"Backend interpreter '{python}' is not executable.",
+                             "Fix Backend Python in the preferences.")
     if root and not os.path.isdir(os.path.join(root, "backend")):
-        raise RunnerError(f"Backend folder '{root}' has no 'backend' package. Set Backend Folder in the preferences.")
+        raise LoopscapeError(f"Backend folder '{root}' has no 'backend' package.",
+                             "Set Backend Folder in the preferences.")
 
 
 def backend_env(root: str) -> dict:
@@ -94,7 +98,7 @@ def new_log_path(folder: Path) -> Path:
 
 
 class BackendRun:
-    """One backend process; ``events`` receives dicts, the last one is {"event": "exit"}."""
+    """One backend process; ``events`` receives dicts, the last one is ``{"event": EXIT}``."""
 
     def __init__(self, python: str, root: str, job_path: Path, out_dir: Path, log_path: Path) -> None:
         check_interpreter(python, root)
@@ -118,8 +122,8 @@ class BackendRun:
                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
         except OSError as exc:
             self._log.close()
-            raise RunnerError(f"Could not start the backend interpreter '{python}': {exc}. "
-                              "Check Backend Python in the preferences.") from exc
+            raise LoopscapeError(f"Could not start the backend interpreter '{python}': {exc}.",
+                                 "Check Backend Python in the preferences.") from exc
         self._reader = threading.Thread(target=self._read, name="loopscape-reader", daemon=True)
         self._reader.start()
 
@@ -135,7 +139,7 @@ class BackendRun:
         rc = self.proc.wait()
         self._log.write(f"[exit code {rc}]\n")
         self._log.close()
-        self.events.put({"event": "exit", "returncode": rc})
+        self.events.put({"event": EXIT, "returncode": rc})
 
     def drain(self) -> list[dict]:
         """Apply and return every queued event (call from Blender's main thread)."""
@@ -204,15 +208,16 @@ class BackendRun:
         st = self.state
         if st.cancelled:
             return False, f"Cancelled. Full log: {self.log_path}"
-        result = Path(st.result_path) if st.result_path else self.out_dir / "result.json"
+        result = Path(st.result_path) if st.result_path else self.out_dir / RESULT_NAME
         if st.returncode == 0 and not st.error and result.is_file():
             return True, str(result)
         reason = st.error or (f"the backend exited with code {st.returncode}" if st.returncode else
-                              "the backend finished without writing result.json")
-        last = ""
-        if not st.error and st.log_tail:
-            last = f" Last output: {st.log_tail[-1]}"
-        return False, f"Backend failed: {reason.rstrip('. ')}.{last} Full log: {self.log_path}"
+                              f"the backend finished without writing {RESULT_NAME}")
+        if st.error:
+            after = f" {st.hint}" if st.hint else ""
+        else:
+            after = f" Last output: {st.log_tail[-1]}" if st.log_tail else ""
+        return False, f"Backend failed: {reason.rstrip('. ')}.{after} Full log: {self.log_path}"
 
 
 def _parse(line: str) -> dict | None:
@@ -224,14 +229,14 @@ def _parse(line: str) -> dict | None:
             ev = None
         if isinstance(ev, dict) and "event" in ev:
             return ev
-    return {"event": "text", "message": s} if s else None
+    return {"event": TEXT, "message": s} if s else None
 
 
 def check_backend(python: str, root: str, timeout: float = 120.0) -> tuple[bool, str]:
     """Ask the interpreter for backend, torch, CUDA and gsplat versions; (ok, report lines)."""
     try:
         check_interpreter(python, root)
-    except RunnerError as exc:
+    except LoopscapeError as exc:
         return False, str(exc)
     code = (
         "import json, importlib.util as u\n"

@@ -13,13 +13,11 @@ from dataclasses import dataclass
 
 import bpy
 
+from ..contract.splats import ALPHA_MAX, ALPHA_MIN, EPS2D, EXTENT_MAX
+
 SPLAT_GROUP = "Loopscape Splats"
 FRAME_GROUP = "Loopscape Frame Select"
 MATERIAL = "Loopscape Splat"
-EXTENT = 3.33  # gsplat's largest footprint, in standard deviations per axis
-EPS2D = 0.3  # gsplat's screen-space dilation, px^2
-ALPHA_MIN = 1.0 / 255.0  # gsplat skips fainter contributions
-ALPHA_MAX = 0.999
 UV_ATTR = "ls_uv"
 CONIC_ATTR = "ls_conic"
 FRAME_ATTR = "ls_frame"
@@ -209,12 +207,12 @@ def build_splat_group(names: AttrNames, material, name: str = SPLAT_GROUP):
     a = g.math("ADD", a, eps)
     c = g.math("ADD", c, eps)
 
-    # gsplat's extent: min(3.33, sqrt(2 ln(255 opacity))) sigmas per axis; the alpha cut does the rest.
+    # gsplat's extent: min(EXTENT_MAX, sqrt(2 ln(opacity / ALPHA_MIN))) sigmas; the alpha cut does the rest.
     opa = g.node("GeometryNodeInputNamedAttribute", data_type="FLOAT")
     opa.inputs["Name"].default_value = names.opacity
     ext = g.math("SQRT", g.math("MULTIPLY", 2.0, g.math("LOGARITHM", g.math("MAXIMUM", g.math(
-        "MULTIPLY", opa.outputs["Attribute"], 255.0), 1.0001), math.e)))
-    ext = g.math("MINIMUM", ext, EXTENT)
+        "MULTIPLY", opa.outputs["Attribute"], 1.0 / ALPHA_MIN), 1.0001), math.e)))
+    ext = g.math("MINIMUM", ext, EXTENT_MAX)
     hx = g.math("MULTIPLY", ext, g.math("SQRT", a))
     hy = g.math("MULTIPLY", ext, g.math("SQRT", c))
     # Conic of C in the quad's unit coordinates (u, v) in [-1, 1]: (n_a, n_b, n_c) with

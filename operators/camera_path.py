@@ -3,17 +3,15 @@ from __future__ import annotations
 
 import bpy
 from bpy.props import EnumProperty
+from mathutils import Matrix
 
-from .. import camera_math
-from ..job_writer import JobError, scene_matrix
+from ..blender_addon import camera_math
+from ..blender_addon.job_writer import scene_matrix
+from ..blender_addon.props import PATH_ITEMS
+from ..contract import LoopscapeError
+from ..contract.camera import DEFAULT_PATH
 
 SHOT_NAME = "Loopscape Shot"
-PRESET_ITEMS = [
-    ("zoom-in", "Zoom In", "Dolly forward 0.24 scene units"),
-    ("side", "Side", "Truck sideways, +0.09 to -0.09"),
-    ("up-down", "Up-Down", "Pedestal, +0.08 to -0.08"),
-    ("circle", "Circle", "Small circle with a forward sway"),
-]
 
 
 def shot_camera(scene, hero):
@@ -30,15 +28,14 @@ def insert_preset(scene, name: str) -> object:
     props = scene.loopscape
     hero = props.hero_camera
     if hero is None or hero.name not in scene.objects:
-        raise JobError("There is no hero camera. Use Photo > Set Up From Photo first.")
+        raise LoopscapeError("There is no hero camera.", "Use Photo > Set Up From Photo first.")
     world = scene_matrix(scene)
     shot = shot_camera(scene, hero)
     shot.animation_data_clear()
     shot.rotation_mode = "QUATERNION"
     n = props.frames
-    for i, t in enumerate(camera_math.preset_translations(name, n)):
-        m = camera_math.camera_matrix_from_w2c(camera_math.translation_w2c(t), world)
-        shot.matrix_world = m
+    for i, m in enumerate(camera_math.preset_camera_matrices(name, n, world)):
+        shot.matrix_world = Matrix(m.tolist())
         f = scene.frame_start + i
         shot.keyframe_insert("location", frame=f)
         shot.keyframe_insert("rotation_quaternion", frame=f)
@@ -54,12 +51,12 @@ class LOOPSCAPE_OT_camera_preset(bpy.types.Operator):
     bl_label = "Insert Camera Path"
     bl_options = {"REGISTER", "UNDO"}
 
-    preset: EnumProperty(name="Preset", items=PRESET_ITEMS, default="zoom-in")
+    preset: EnumProperty(name="Preset", items=PATH_ITEMS, default=DEFAULT_PATH)
 
     def execute(self, context):
         try:
             insert_preset(context.scene, self.preset)
-        except JobError as exc:
+        except LoopscapeError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         self.report({"INFO"}, f"Keyframed '{self.preset}' on {SHOT_NAME} over {context.scene.loopscape.frames} frames")

@@ -8,7 +8,8 @@ import numpy as np
 from bpy.props import FloatProperty, FloatVectorProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
-from .. import mask_io
+from ..blender_addon import mask_io
+from ..contract import LoopscapeError
 from .photo import show_in_image_editors
 
 MASK_NAME = "Loopscape Mask"
@@ -68,7 +69,7 @@ class LOOPSCAPE_OT_mask_create(_NeedsPhoto, bpy.types.Operator):
 
 
 class LOOPSCAPE_OT_mask_import(_NeedsPhoto, bpy.types.Operator, ImportHelper):
-    """Import a mask image (white = moves) or a labelme JSON (polygons = mask, lines = hint arrows)"""
+    """Import a mask image (white = moves) or a labelme JSON (polygons = mask, lines = hint arrows, points = anchors)"""
 
     bl_idname = "loopscape.mask_import"
     bl_label = "Import Mask"
@@ -87,7 +88,7 @@ class LOOPSCAPE_OT_mask_import(_NeedsPhoto, bpy.types.Operator, ImportHelper):
         if path.lower().endswith(".json"):
             try:
                 mask, hints, anchors = mask_io.read_labelme(path, w, h)
-            except mask_io.MaskFileError as exc:
+            except LoopscapeError as exc:
                 self.report({"ERROR"}, str(exc))
                 return {"CANCELLED"}
             # A labelme file describes the whole motion set: it replaces earlier arrows and pins.
@@ -110,8 +111,7 @@ class LOOPSCAPE_OT_mask_import(_NeedsPhoto, bpy.types.Operator, ImportHelper):
                     src.scale(w, h)
                 px = np.empty(w * h * src.channels, dtype=np.float32)
                 src.pixels.foreach_get(px)
-                px = px.reshape(h, w, src.channels)
-                mask = np.flipud(px[..., : min(3, src.channels)].mean(axis=2) > 0.5)
+                mask = mask_io.pixels_to_mask(px, w, h, src.channels)
             finally:
                 bpy.data.images.remove(src)
             extra = ""

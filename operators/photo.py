@@ -8,11 +8,9 @@ import bpy
 from bpy.props import StringProperty
 from bpy_extras.io_utils import ImportHelper
 
-from .. import camera_math
+from ..contract.camera import DEFAULT_FOV_DEG, focal_from_fov
 
 HERO_NAME = "Loopscape Hero"
-# The backend's default field of view on the long side (reference f = 582.69 px at 512 px).
-DEFAULT_FOV_DEG = math.degrees(2.0 * math.atan(256.0 / 582.69))
 
 
 def setup_hero(scene, image):
@@ -29,7 +27,7 @@ def setup_hero(scene, image):
     cam = hero.data
     cam.sensor_width = cam.sensor_height = 36.0
     cam.sensor_fit = "HORIZONTAL" if w >= h else "VERTICAL"
-    cam.lens = camera_math.fov_lens(DEFAULT_FOV_DEG, 36.0)
+    cam.lens = focal_from_fov(36.0, DEFAULT_FOV_DEG)  # the backend's default field of view on the long side
     cam.shift_x = cam.shift_y = 0.0
     cam.show_background_images = True
     bg = cam.background_images[0] if len(cam.background_images) else cam.background_images.new()

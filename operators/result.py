@@ -4,7 +4,8 @@ from __future__ import annotations
 import bpy
 from bpy.props import EnumProperty, FloatProperty, StringProperty
 
-from .. import importer
+from ..blender_addon import importer
+from ..contract import LoopscapeError
 
 
 class LOOPSCAPE_OT_import_result(bpy.types.Operator):
@@ -31,7 +32,7 @@ class LOOPSCAPE_OT_import_result(bpy.types.Operator):
             return {"CANCELLED"}
         try:
             rep = importer.import_result(context, self.directory, source=self.source, size=self.size)
-        except importer.ResultError as exc:
+        except LoopscapeError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         self.report({"INFO"}, f"Imported {rep.frames} frames ({rep.source.upper()}) as '{rep.obj.name}'")

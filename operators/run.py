@@ -6,7 +6,8 @@ from pathlib import Path
 
 import bpy
 
-from .. import importer, job_writer, preferences, runner
+from ..blender_addon import importer, job_writer, preferences, runner
+from ..contract import LoopscapeError
 
 _ACTIVE: dict = {"run": None}
 
@@ -23,7 +24,7 @@ def job_folder(context) -> Path:
 
 
 def start_run(context) -> runner.BackendRun:
-    """Validate, write the job and start the backend (raises JobError or RunnerError)."""
+    """Validate, write the job and start the backend (raises LoopscapeError or OSError)."""
     scene = context.scene
     prefs = preferences.get(context)
     folder = job_folder(context)
@@ -60,7 +61,7 @@ def finish_run(context, run: runner.BackendRun) -> tuple[bool, str]:
         return False, msg
     try:
         rep = importer.import_result(context, run.out_dir)
-    except importer.ResultError as exc:
+    except LoopscapeError as exc:
         props.last_error = f"{exc} Full log: {run.log_path}"
         props.stage = "failed"
         return False, props.last_error
@@ -85,7 +86,7 @@ class LOOPSCAPE_OT_run(bpy.types.Operator):
     def execute(self, context):
         try:
             run = start_run(context)
-        except (job_writer.JobError, runner.RunnerError, OSError) as exc:
+        except (LoopscapeError, OSError) as exc:
             context.scene.loopscape.last_error = str(exc)
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}

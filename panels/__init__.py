@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import bpy
 
+from ..blender_addon.props import PATH_ITEMS
+
 CATEGORY = "Loopscape"
 
 
@@ -104,7 +106,7 @@ class LOOPSCAPE_PT_camera(_Sidebar, bpy.types.Panel):
         layout.label(text=f"Shot camera: {scene.camera.name if scene.camera else '(none)'}")
         layout.label(text=f"Frames {scene.frame_start}-{scene.frame_start + _props(context).frames - 1}")
         grid = layout.grid_flow(columns=2, align=True)
-        for ident, label in (("zoom-in", "Zoom In"), ("side", "Side"), ("up-down", "Up-Down"), ("circle", "Circle")):
+        for ident, label, _description in PATH_ITEMS:
             grid.operator("loopscape.camera_preset", text=label).preset = ident
 
 
