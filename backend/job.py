@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from backend.infra.errors import LoopscapeError
+from contract.camera import DEFAULT_PATH, PATH_PRESETS
+from contract.quality import DEFAULT_QUALITY, QUALITIES
 
-QUALITIES = ("preview", "draft", "final")
 DEVICES = ("auto", "cpu", "cuda")
-PATH_PRESETS = ("zoom-in", "side", "up-down", "circle")
 DEFAULT_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
 
 
@@ -29,14 +29,14 @@ class JobSpec:
     anchors: list[list[float]] = field(default_factory=list)  # [x, y] input px
     speed: float = 1.0
     camera: dict | None = None  # {"K", "width", "height"} or {"fov_deg"}
-    path: str | dict = "zoom-in"  # preset name, path JSON file, or an inline path object
+    path: str | dict = DEFAULT_PATH  # preset name, path JSON file, or an inline path object
     depth: str = "auto"  # auto | model | prior | PATH
     depth_kind: str = "depth"  # for a depth file: depth | disparity
     depth_model: str = DEFAULT_DEPTH_MODEL
     frames: int = 60
     fps: float = 24.0
     max_side: int = 512
-    quality: str = "draft"
+    quality: str = DEFAULT_QUALITY
     device: str = "auto"
     seed: int = 0
     png_frames: bool = False

@@ -37,9 +37,9 @@ def _circle(s: float) -> tuple[float, float, float]:
 
 # name -> (translation at s in [0, 1], default frame count, whether s reaches 1 on the last frame)
 _PATHS = {
+    "up-down": (_up_down, 60, True),
     "zoom-in": (_zoom_in, 60, True),
     "side": (_side, 60, True),
-    "up-down": (_up_down, 60, True),
     "circle": (_circle, 90, False),  # a closed loop: the last frame must not repeat the first
 }
 PATH_PRESETS: tuple[str, ...] = tuple(_PATHS)

@@ -61,7 +61,7 @@ def read_ply(path: str | Path) -> dict[str, np.ndarray]:
         raise LoopscapeError(f"Cannot read PLY file {path} ({exc.strerror or exc}).", "Check the path.") from None
     end = data.find(b"end_header")
     if not data.startswith(b"ply") or end < 0:
-        raise LoopscapeError(f"{path} is not a PLY file.", "Use a 3D Gaussian splatting PLY.")
+        raise LoopscapeError(f"{path} is not a readable PLY file (no PLY header).", "Use a 3D Gaussian splatting PLY.")
     body_start = data.index(b"\n", end) + 1 if b"\n" in data[end:] else len(data)
     fmt, elements, current = "", [], None
     for line in data[:end].decode("ascii", "replace").splitlines():

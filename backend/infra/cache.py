@@ -1,21 +1,26 @@
-"""Stage artifacts cached in the work folder, keyed by a hash of everything a stage depends on.
+"""Stage artifacts cached in the work folder, keyed by the content of everything a stage reads.
 
-A rerun with the same inputs (say, only the camera path changed) reuses the depth, the views and
-the trained Gaussians instead of recomputing them.
+The orchestrator derives each stage's key from the stage's name, its declared parameters and
+the keys of its declared inputs; the inputs read from files (the ``load`` stage's artifacts) are
+keyed by their content. So an edited photo, a negated flow or a moved arrow invalidates exactly
+the stages downstream of it, and a rerun that changed only the camera path reuses the depth,
+the views and the trained Gaussians.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
 import pickle
 from pathlib import Path
 from typing import Any, Callable
+
+import numpy as np
 
 from backend.io.atomic import atomic_path
 
 
 def file_digest(path: Path | None) -> str | None:
-    """Content hash of an input file, so an edited photo or mask invalidates the cache."""
+    """Content hash of an input file (None when there is no such file)."""
     if path is None or not Path(path).is_file():
         return None
     h = hashlib.sha256()
@@ -25,9 +30,43 @@ def file_digest(path: Path | None) -> str | None:
     return h.hexdigest()[:16]
 
 
+def content_digest(value: Any) -> str:
+    """Hash of a value by content: arrays and tensors by dtype, shape and bytes; dataclasses,
+    mappings and sequences element by element; other scalars by their repr."""
+    h = hashlib.sha256()
+    _feed(h, value)
+    return h.hexdigest()[:16]
+
+
 def make_key(*parts: Any) -> str:
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return content_digest(parts)
+
+
+def _feed(h: "hashlib._Hash", v: Any) -> None:
+    if hasattr(v, "cache_identity"):  # an artifact that names what identifies it (not, say, its file path)
+        v = v.cache_identity()
+    if hasattr(v, "detach") and hasattr(v, "cpu"):  # a torch tensor, without importing torch here
+        v = v.detach().cpu().numpy()
+    if isinstance(v, np.ndarray):
+        a = np.ascontiguousarray(v)
+        h.update(f"nd{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    elif dataclasses.is_dataclass(v) and not isinstance(v, type):
+        h.update(f"dc{type(v).__qualname__}".encode())
+        for f in dataclasses.fields(v):
+            h.update(f.name.encode())
+            _feed(h, getattr(v, f.name))
+    elif isinstance(v, dict):
+        h.update(f"d{len(v)}".encode())
+        for k in sorted(v, key=str):
+            h.update(str(k).encode())
+            _feed(h, v[k])
+    elif isinstance(v, (list, tuple)):
+        h.update(f"l{len(v)}".encode())
+        for x in v:
+            _feed(h, x)
+    else:
+        h.update(f"s{type(v).__name__}:{v!r};".encode())
 
 
 class StageCache:

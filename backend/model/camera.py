@@ -10,10 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backend.infra.errors import LoopscapeError
+from contract.camera import DEFAULT_FOV_DEG, focal_from_fov
 
-# The reference code's f = 582.69 px at 512 px is a 47.4 degree field of view; we apply it to
-# the long side so that every aspect ratio gets the same framing instead of a fixed focal.
-DEFAULT_FOV_DEG = math.degrees(2.0 * math.atan(256.0 / 582.69))
 
 
 @dataclass
@@ -73,7 +71,7 @@ def intrinsics_from_fov(width: int, height: int, fov_deg: float = DEFAULT_FOV_DE
     if axis == "long":
         axis = "horizontal" if width >= height else "vertical"
     span = width if axis == "horizontal" else height
-    f = 0.5 * span / math.tan(math.radians(fov_deg) / 2.0)
+    f = focal_from_fov(span, fov_deg)
     return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
 
 

@@ -9,53 +9,27 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from backend.model.camera import Camera
 from backend.infra.errors import LoopscapeError
+from contract import camera as contract_camera
+from contract.camera import PATH_PRESETS
 
-
-def _up_down(s: np.ndarray) -> np.ndarray:
-    return np.stack([0 * s, 0.08 - 0.16 * s, 0 * s], 1)
-
-
-def _zoom_in(s: np.ndarray) -> np.ndarray:
-    return np.stack([0 * s, 0 * s, -0.24 * s], 1)
-
-
-def _side(s: np.ndarray) -> np.ndarray:
-    return np.stack([0.09 - 0.18 * s, 0 * s, 0 * s], 1)
-
-
-def _circle(s: np.ndarray) -> np.ndarray:
-    a = 4.0 * s - 2.0  # s in [0, 1) maps to [-2, 2): two turns of the circle, one of the dolly
-    return np.stack([-0.04 * np.cos(a * math.pi), -0.04 * np.sin(a * math.pi), -0.09 * np.cos(a * math.pi / 2)], 1)
-
-
-# name -> (translation at s, default frame count, whether s includes the end point)
-_PRESETS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], int, bool]] = {
-    "up-down": (_up_down, 60, True),
-    "zoom-in": (_zoom_in, 60, True),
-    "side": (_side, 60, True),
-    "circle": (_circle, 90, False),  # a closed loop: the last frame must not repeat the first
-}
-PRESETS: tuple[str, ...] = tuple(_PRESETS)
+PRESETS: tuple[str, ...] = PATH_PRESETS
 
 
 def preset_translations(name: str, n_frames: int | None = None, scale: float = 1.0) -> np.ndarray:
     """(n, 3) world-to-camera translations of a preset."""
-    if name not in _PRESETS:
+    if name not in PRESETS:
         raise LoopscapeError(f"unknown camera path '{name}'.", f"Use one of {', '.join(PRESETS)} or a path JSON.")
-    fn, default_n, endpoint = _PRESETS[name]
-    n = default_n if n_frames is None else int(n_frames)
-    if n < 1:
+    if n_frames is not None and int(n_frames) < 1:
         raise LoopscapeError(f"a camera path needs at least one frame, got {n_frames}.", "Set frames to 1 or more.")
     if not (math.isfinite(scale) and scale > 0):
         raise LoopscapeError(f"path scale must be a positive number, got {scale}.", "Use 1.0 for normalised depth.")
-    s = np.linspace(0.0, 1.0, n, endpoint=endpoint) if n > 1 else np.zeros(1)
-    return fn(s) * float(scale)
+    return np.array(contract_camera.preset_translations(name, n_frames, float(scale)), dtype=np.float64).reshape(-1, 3)
 
 
 def preset_path(name: str, camera: Camera, n_frames: int | None = None, scale: float = 1.0) -> list[Camera]:

@@ -11,15 +11,12 @@ from torch import Tensor
 from backend.model.camera import Camera
 from backend.render.rasterize import RenderOutput, rasterize
 
-SH_C0 = 0.28209479177387814  # zeroth-order SH basis; PLY f_dc = (rgb - 0.5) / SH_C0
-
-
-def rgb_to_sh0(rgb: Tensor) -> Tensor:
-    return (rgb - 0.5) / SH_C0
+from contract.splats import SH_C0, rgb_to_sh0  # noqa: F401  (re-exported: the SH convention lives in the contract)
+from contract.splats import sh0_to_rgb as _sh0_to_rgb
 
 
 def sh0_to_rgb(sh0: Tensor) -> Tensor:
-    return (0.5 + SH_C0 * sh0).clamp_min(0.0)
+    return _sh0_to_rgb(sh0).clamp_min(0.0)
 
 
 @dataclass

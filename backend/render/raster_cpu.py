@@ -18,11 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-EPS2D = 0.3
-ALPHA_MIN = 1.0 / 255.0
-ALPHA_MAX = 0.999
-T_MIN = 1e-4
-EXTENT_MAX = 3.33
+from contract.splats import ALPHA_MAX, ALPHA_MIN, EPS2D, EXTENT_MAX, T_MIN  # gsplat's, shared with Blender
 
 
 def quat_to_rotmat(quats: Tensor) -> Tensor:

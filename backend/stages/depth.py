@@ -59,6 +59,7 @@ import cv2
 import numpy as np
 
 from backend.infra.errors import LoopscapeError
+from backend.infra.cache import file_digest
 from backend.infra.events import EventSink
 
 FAR_SHELL_MAX = 20.0  # cap on the far shell, in units of the near content (10th percentile = 1)
@@ -502,3 +503,28 @@ def _smooth_log_depth(depth: np.ndarray, sky: np.ndarray, sigma: float) -> np.nd
     den = cv2.GaussianBlur(m, (0, 0), sigma)
     out = np.where(den > 1e-3, num / np.maximum(den, 1e-3), ld)
     return np.exp(out).astype(np.float64)
+
+
+# ----------------------------------------------------------------------------- the stage
+
+INPUTS = ("image",)
+CACHED = True
+
+
+def params(ctx) -> dict:
+    """What besides the photo decides the depth: the source, and a depth file's content."""
+    job = ctx.job
+    is_file = job.depth not in ("auto", "model", "prior")
+    return {"source": job.depth, "kind": job.depth_kind, "model": job.depth_model,
+            "file": file_digest(job.resolve(job.depth)) if is_file else None}
+
+
+def run(ctx, image) -> DepthMap:
+    job = ctx.job
+    source = job.depth if job.depth in ("auto", "model", "prior") else str(job.resolve(job.depth))
+    spec = DepthSpec(source=source, kind=job.depth_kind, model=job.depth_model, device=str(ctx.device))
+    return estimate_depth(image.rgb, spec, ctx.events)
+
+
+def report(depth: DepthMap) -> dict:
+    return {"depth_source": depth.source}

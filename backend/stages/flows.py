@@ -200,3 +200,26 @@ def _unoccluded(uv: np.ndarray, z: np.ndarray, depth: np.ndarray) -> np.ndarray:
     d = depth[yi[inside], xi[inside]]
     out[inside] = z[inside] <= d * (1 + ZTEST_REL)
     return out
+
+
+# ----------------------------------------------------------------------------- the stage
+
+INPUTS = ("image", "lift", "multiview", "motion")
+
+
+@dataclass
+class Flows:
+    views: ViewFlows  # per training view
+    input_view: np.ndarray  # (H, W, 2) px/frame: the requested motion at the input view
+    requested_speed_px: float  # its mean length inside the mask
+
+
+def run(ctx, image, lift, multiview, motion) -> Flows:
+    moving = motion.mask.reshape(-1)[lift.pixel]
+    vf = estimate_view_flows(lift.xyz, moving, lift.pixel_size, multiview.cameras, motion, multiview.images)
+    flow0 = input_view_flow(motion, image.rgb)
+    return Flows(vf, flow0, float(np.linalg.norm(flow0[motion.mask], axis=-1).mean()))
+
+
+def report(flows: Flows) -> dict:
+    return {"requested_speed_px_mean": round(flows.requested_speed_px, 4)}

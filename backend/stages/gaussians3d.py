@@ -21,6 +21,7 @@ from backend.infra.events import EventSink
 from backend.model.gaussians import Gaussians
 from backend.model.losses import photometric_loss, psnr
 from backend.render.raster_cpu import quat_to_rotmat
+from contract.quality import PRESETS
 
 
 @dataclass
@@ -52,15 +53,10 @@ class TrainConfig:
 
 
 def preset_config(quality: str, n_points: int) -> TrainConfig:
-    """Iterations and refinement schedule per quality preset, sized for the CPU path."""
-    if quality == "preview":
-        return TrainConfig(iters=60, refine_start=10_000)
-    if quality == "draft":
-        return TrainConfig(iters=150, refine_start=50, refine_every=50, refine_stop=101, reset_every=10_000)
-    if quality == "final":
-        return TrainConfig(iters=3000, refine_start=300, refine_every=100, refine_stop=2000, reset_every=1000,
-                           max_gaussians=max(2 * n_points, 200_000))
-    raise ValueError(f"unknown quality {quality!r}")
+    """The training config of a quality preset (``contract.quality``), sized for ``n_points`` input points."""
+    s = PRESETS[quality].train3d
+    return TrainConfig(iters=s.iters, refine_start=s.refine_start, refine_every=s.refine_every, refine_stop=s.refine_stop,
+                       reset_every=s.reset_every, max_gaussians=s.gaussian_cap(n_points))
 
 
 @dataclass
@@ -262,3 +258,39 @@ def train_gaussians(g: Gaussians, views: TrainViews, cfg: TrainConfig, scene_sca
     report.n_gaussians = len(trained)
     report.seconds = time.time() - t0
     return trained, report
+
+
+# ----------------------------------------------------------------------------- the stage
+
+INPUTS = ("lift", "multiview", "mask")
+CACHED = True
+RECIPE = "random-bg-1"  # bump when training changes, so cached 3D Gaussians are not reused
+
+
+@dataclass
+class Gaussians3D:
+    gaussians: Gaussians  # on the CPU: the artifact is cached and moved to the job's device by its users
+    report: TrainReport
+
+
+def params(ctx) -> dict:
+    return {"recipe": RECIPE, "schedule": ctx.preset.train3d, "seed": ctx.job.seed, "device": str(ctx.device)}
+
+
+def run(ctx, lift, multiview, mask) -> Gaussians3D:
+    from backend.model.gaussians import from_points
+
+    moving = None if mask is None else mask.reshape(-1)[lift.pixel]
+    init = from_points(lift.xyz, lift.rgb, lift.pixel_size * 0.3, opacity=0.9, moving=moving)
+    cfg = preset_config(ctx.preset.name, len(lift))
+    cfg.seed = ctx.job.seed
+    views = TrainViews(multiview.cameras, torch.as_tensor(multiview.images, device=ctx.device),
+                       torch.as_tensor(multiview.valid, device=ctx.device))
+    g, rep = train_gaussians(init, views, cfg, scene_scale=1.0, events=ctx.events)
+    return Gaussians3D(g.to("cpu"), rep)
+
+
+def report(out: Gaussians3D) -> dict:
+    r = out.report
+    return {"train_psnr_input_view": round(r.psnr_input_view, 3), "train_psnr_synth_mean": round(r.psnr_synth_mean, 3),
+            "train_psnr_per_view": [round(p, 3) for p in r.psnr_per_view], "n_gaussians": r.n_gaussians}

@@ -51,3 +51,12 @@ def lift_to_points(rgb: np.ndarray, depth: np.ndarray, camera: Camera) -> PointC
         width=w,
         height=h,
     )
+
+
+# ----------------------------------------------------------------------------- the stage
+
+INPUTS = ("image", "depth")
+
+
+def run(ctx, image, depth) -> PointCloud:
+    return lift_to_points(image.rgb, depth.depth, image.camera)

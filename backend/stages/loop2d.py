@@ -103,3 +103,12 @@ def render_loop_2d(rgb: np.ndarray, flow: np.ndarray, n_frames: int, mask: np.nd
         out = torch.where(mt[:, None], out, still)  # static pixels: the input, untouched
         frames[t] = out.reshape(H, W, 3).numpy()
     return Loop2D(frames=frames, forward=fwd.numpy(), backward=bwd.numpy())
+
+
+# ----------------------------------------------------------------------------- the stage
+
+INPUTS = ("image", "flows", "mask")
+
+
+def run(ctx, image, flows, mask) -> Loop2D:
+    return render_loop_2d(image.rgb, flows.input_view, ctx.job.frames, mask=mask)

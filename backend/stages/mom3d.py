@@ -132,7 +132,7 @@ def optimize_3d_motion(points_xyz: np.ndarray, moving: np.ndarray, cameras: Sequ
             cur = float(loss.detach())
             history.append(cur)
             if events is not None:
-                events.progress("3d-motion", min(step / iters, 1.0), loss_px=round(cur, 5))
+                events.progress("mom3d", min(step / iters, 1.0), loss_px=round(cur, 5))
             if last_check - cur < rel_tol * max(last_check, 1e-12):
                 cur_lr /= 3.0
                 if cur_lr < min_lr:
@@ -279,3 +279,36 @@ def _neighbour_pairs(uv0: np.ndarray, W: int, H: int, dev: torch.device) -> torc
     b = np.concatenate([grid[:, 1:].ravel(), grid[1:, :].ravel()])
     ok = (a >= 0) & (b >= 0)
     return torch.as_tensor(np.stack([a[ok], b[ok]]), device=dev)
+
+
+# ----------------------------------------------------------------------------- the stage
+
+INPUTS = ("image", "lift", "multiview", "flows", "mask")
+CACHED = True
+# Neighbour smoothness of the 3D-MOM fit (L1, input pixels): without it, per-point noise makes
+# neighbouring Gaussians drift at slightly different speeds and tears textures into streaks.
+SMOOTH = 0.2
+
+
+def params(ctx) -> dict:
+    return {"mom3d": ctx.job.mom3d, "iters": ctx.preset.mom3d_iters, "smooth": SMOOTH}
+
+
+def run(ctx, image, lift, multiview, flows, mask) -> Motion3D:
+    moving = mask.reshape(-1)[lift.pixel]
+    if not ctx.job.mom3d:
+        return input_view_motion(lift.xyz, moving, image.camera, flows.input_view)
+    return optimize_3d_motion(lift.xyz, moving, multiview.cameras, flows.views, iters=ctx.preset.mom3d_iters,
+                              device=str(ctx.device), events=ctx.events, smooth_weight=SMOOTH)
+
+
+def report(motion: Motion3D) -> dict:
+    return {k: round(float(v), 5) if isinstance(v, (float, np.floating)) else v for k, v in motion.metrics.items()}
+
+
+def input_view_motion(xyz: np.ndarray, moving: np.ndarray, cam: Camera, flow0: np.ndarray) -> Motion3D:
+    """The "without 3D-MOM" ablation: the input view's 2D flow lifted at each point's depth, no multi-view fit."""
+    uv, z = cam.project(xyz.astype(np.float64))
+    f = sample_bilinear(flow0, uv) * moving[:, None]
+    vel = (unproject(cam, uv + f, z) - xyz).astype(np.float32) * moving[:, None]
+    return Motion3D(vel, moving, {"mom3d": False})

@@ -300,3 +300,22 @@ def synthesize_views(xyz: np.ndarray, rgb: np.ndarray, point_size: np.ndarray | 
         if events is not None:
             events.progress("multiview", (i + 1) / V)
     return MultiViewSet(list(cameras), images, valid, depths)
+
+
+# ----------------------------------------------------------------------------- the stage
+
+INPUTS = ("image", "lift")
+CACHED = True
+
+
+def params(ctx) -> dict:
+    return {"n_views": ctx.preset.n_views}
+
+
+def run(ctx, image, lift) -> MultiViewSet:
+    cameras = training_cameras(image.camera, scene_scale=1.0, n_views=ctx.preset.n_views)
+    return synthesize_views(lift.xyz, lift.rgb, lift.pixel_size, cameras, ctx.events)
+
+
+def report(views: MultiViewSet) -> dict:
+    return {"hole_fraction_mean": round(float(views.hole_fractions()[1:].mean()) if len(views) > 1 else 0.0, 4)}

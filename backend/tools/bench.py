@@ -95,7 +95,8 @@ def run_child(size: int, frames: int, quality: str, device: str, folder: Path) -
     from backend.tools.demo_scene import make_demo_scene, write_demo_inputs
     from backend.infra.events import NullSink
     from backend.job import JobSpec
-    from backend.pipeline import resolve_device, run_job
+    from backend.infra.device import resolve_device
+    from backend.pipeline import run_job
 
     # the demo is drawn at least as large as the size asked for (the loader never upscales)
     w = max(512, size)

@@ -36,26 +36,18 @@ import numpy as np
 from backend.io.atomic import atomic_write_json
 from backend.infra.errors import LoopscapeError
 from backend.io.image import save_png
+from contract.camera import PATH_PRESETS, preset_translations
 
-PATH_NAMES = ("up-down", "zoom-in", "side", "circle")
+PATH_NAMES = PATH_PRESETS
 FLIP = np.diag([1.0, -1.0, -1.0])  # OpenCV camera axes <-> Blender camera axes
 
 
 def eval_path_translations(name: str, n: int) -> list[np.ndarray]:
     """World-to-camera translations of the paper's path ``name`` subsampled to ``n`` poses (R = I)."""
-    if name == "circle":
-        F = 90
-        idx = np.round(np.linspace(0, F - 1, n)).astype(int)
-        s = -2.0 + 4.0 * idx / F
-        return [np.array([-0.04 * math.cos(a * math.pi), -0.04 * math.sin(a * math.pi), -0.09 * math.cos(a * math.pi / 2)]) for a in s]
-    F = 60
-    f = np.round(np.linspace(0, F - 1, n)).astype(int) / (F - 1)
-    if name == "up-down":
-        return [np.array([0.0, 0.08 - 0.16 * a, 0.0]) for a in f]
-    if name == "zoom-in":
-        return [np.array([0.0, 0.0, -0.24 * a]) for a in f]
-    if name == "side":
-        return [np.array([0.09 - 0.18 * a, 0.0, 0.0]) for a in f]
+    if name in PATH_NAMES:
+        full = preset_translations(name)  # the published F-frame path
+        idx = np.round(np.linspace(0, len(full) - 1, n)).astype(int)
+        return [np.array(full[i]) for i in idx]
     raise LoopscapeError(f"unknown evaluation path '{name}'.", f"Use one of: {', '.join(PATH_NAMES)}.")
 
 

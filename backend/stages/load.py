@@ -1,0 +1,67 @@
+"""Stage ``load``: the photo at the working size, its camera, and the motion inputs.
+
+Produces three artifacts so that later stages depend on exactly what they read: ``image`` (the
+photo and its camera), ``mask`` (where things move; None for a still scene) and ``motion`` (the
+mask with the arrows, anchors and dense flow that say how).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from backend.infra.errors import LoopscapeError
+from backend.io.image import InputImage, load_image, save_png
+from backend.io.motion_inputs import MotionInputs, load_motion_inputs
+from backend.job import JobSpec
+from backend.model.camera import Camera, intrinsics_from_fov
+from contract.camera import DEFAULT_FOV_DEG
+
+if TYPE_CHECKING:
+    from backend.pipeline import StageContext
+
+INPUTS: tuple[str, ...] = ()
+OUTPUTS = ("image", "mask", "motion")
+
+
+@dataclass
+class Photo:
+    image: InputImage
+    camera: Camera  # the photo's camera at the working size
+
+    @property
+    def rgb(self) -> np.ndarray:
+        return self.image.rgb
+
+    def cache_identity(self) -> tuple:
+        """Pixels and camera decide everything downstream; the file's name does not."""
+        return self.image.rgb, self.camera.K, self.camera.width, self.camera.height
+
+
+def run(ctx: StageContext) -> dict[str, object]:
+    job = ctx.job
+    img = load_image(job.resolve(job.image), job.max_side)
+    W, H = img.size
+    save_png(ctx.staging / "input.png", img.rgb)
+    cam = input_camera(job, img.original_size, (W, H))
+    motion: MotionInputs | None = None
+    if job.has_motion:
+        motion = load_motion_inputs(
+            (W, H), img.original_size, mask_path=job.resolve(job.mask), labelme_path=job.resolve(job.labelme),
+            flow_path=job.resolve(job.flow), hints=job.hints, anchors=job.anchors, speed=job.speed, events=ctx.events)
+    return {"image": Photo(img, cam), "mask": None if motion is None else motion.mask, "motion": motion}
+
+
+def input_camera(job: JobSpec, original_size: tuple[int, int], working_size: tuple[int, int]) -> Camera:
+    """The photo's camera at the working resolution, from the job's K (input pixels) or a field of view."""
+    W, H = working_size
+    cam = job.camera or {}
+    if "K" in cam:
+        cw, ch = int(cam["width"]), int(cam["height"])
+        ow, oh = original_size
+        if abs(cw / ch - ow / oh) > 0.01 * ow / oh:
+            raise LoopscapeError(f"The job's camera is {cw}x{ch} but the photo is {ow}x{oh}; their aspect ratios differ.",
+                                 "Match the render resolution to the photo (the Blender add-on's Photo panel does this).")
+        return Camera(np.array(cam["K"], dtype=np.float64), cw, ch).scaled(W, H)
+    return Camera(intrinsics_from_fov(W, H, float(cam.get("fov_deg", DEFAULT_FOV_DEG))), W, H)
