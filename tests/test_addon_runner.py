@@ -1,57 +1,29 @@
 """The add-on's backend runner without bpy: events, refusals, and real processes behind a fake interpreter."""
 from __future__ import annotations
 
-import json
 import os
-import stat
-import sys
 import time
 
 import pytest
+from test_blender_support import fake_interpreter
 
 from loopscape_addon.blender_addon import runner
 from loopscape_addon.contract import LoopscapeError
 from loopscape_addon.contract.protocol import DONE, ERROR, LOG, PROGRESS, RESULT_NAME, WARNING
 
-# Behaves like ``python -m backend run job.json --out DIR`` in the mode named by its first line of job.json.
-FAKE_BACKEND = r'''
-import json, os, sys, time
-args = sys.argv[1:]
-assert args[:3] == ["-m", "backend", "run"], args
-job, out = args[3], args[args.index("--out") + 1]
-mode = open(job).read().strip()
-print(json.dumps({"event": "progress", "stage": "depth", "fraction": 0.5}), flush=True)
-print("plain text from a library", flush=True)
-if mode == "ok":
-    path = os.path.join(out, "result.json")
-    open(path, "w").write("{}")
-    print(json.dumps({"event": "done", "result": path}), flush=True)
-elif mode == "error":
-    print(json.dumps({"event": "error", "message": "The mask is empty.", "hint": "Paint it.", "kind": "input"}),
-          flush=True)
-    sys.exit(2)
-elif mode == "crash":
-    raise RuntimeError("fake crash")
-elif mode == "hang":
-    print(json.dumps({"event": "log", "message": "waiting"}), flush=True)
-    time.sleep(60)
-'''
-
-
 @pytest.fixture
-def fake_python(tmp_path):
-    script = tmp_path / "fake_backend.py"
-    script.write_text(FAKE_BACKEND)
-    py = tmp_path / "python"
-    py.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" "$@"\n')
-    py.chmod(py.stat().st_mode | stat.S_IEXEC)
-    (tmp_path / "backend").mkdir()
-    return str(py)
+def fake_python(tmp_path) -> str:
+    """A fake interpreter (tests/blender/fake_backend.py) whose ok mode leaves an empty result.json."""
+    (tmp_path / "result").mkdir()
+    (tmp_path / "result" / RESULT_NAME).write_text("{}")
+    (tmp_path / "backend").mkdir()  # the backend folder check_interpreter looks for
+    return str(fake_interpreter(tmp_path))
 
 
 def _run(tmp_path, python: str, mode: str) -> runner.BackendRun:
-    job = tmp_path / f"{mode}.json"
-    job.write_text(mode)
+    (tmp_path / "mode").write_text(mode)
+    job = tmp_path / "job.json"
+    job.write_text("{}")
     return runner.BackendRun(python, str(tmp_path), job, tmp_path / f"out_{mode}", runner.new_log_path(tmp_path))
 
 
@@ -114,7 +86,8 @@ def test_a_successful_run_names_its_result(tmp_path, fake_python):
     seen = []
     st = run.wait(timeout=30, on_event=seen.append)
     assert st.finished and st.returncode == 0 and st.stage == "depth"
-    assert [e["event"] for e in seen] == [PROGRESS, runner.TEXT, DONE, runner.EXIT]
+    assert [e["event"] for e in seen] == [PROGRESS, runner.TEXT, WARNING, DONE, runner.EXIT]
+    assert st.warnings == ["fake warning"]
     assert run.outcome() == (True, str(tmp_path / "out_ok" / RESULT_NAME))
     log = run.log_path.read_text()
     assert "plain text from a library" in log and "[exit code 0]" in log
@@ -131,17 +104,28 @@ def test_a_crash_shows_the_exit_code_and_last_output(tmp_path, fake_python):
     run = _run(tmp_path, fake_python, "crash")
     run.wait(timeout=30)
     ok, msg = run.outcome()
-    assert not ok and "exited with code 1" in msg and "RuntimeError: fake crash" in msg
+    assert not ok and "exited with code 1" in msg and "RuntimeError: fake segfault-like crash" in msg
 
 
-def test_cancel_stops_the_process(tmp_path, fake_python):
+def test_cancel_stops_the_whole_process_group(tmp_path, fake_python):
     run = _run(tmp_path, fake_python, "hang")
     t = time.monotonic()
-    while not any(line.strip() == json.dumps({"event": "log", "message": "waiting"})
-                  for line in run.log_path.read_text().splitlines()):
+    while not (tmp_path / "pids").is_file() or len((tmp_path / "pids").read_text().split()) < 2:
         assert time.monotonic() - t < 30, "the fake backend never started"
         time.sleep(0.05)
-    run.cancel(grace=1.0)
+    pids = [int(p) for p in (tmp_path / "pids").read_text().split()]
+    run.cancel(grace=0.5)  # the fake ignores SIGINT: cancel must escalate
     st = run.wait(timeout=30)
-    assert st.finished and st.cancelled and run.proc.poll() is not None
-    assert run.outcome()[1].startswith("Cancelled")
+    assert st.finished and st.cancelled and run.outcome()[1].startswith("Cancelled")
+    t = time.monotonic()
+    while any(_alive(p) for p in pids):
+        assert time.monotonic() - t < 5, "a process of the group outlived cancel"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"  # a zombie is dead for our purposes
+    except OSError:
+        return False

@@ -17,32 +17,6 @@ pytestmark = [pytest.mark.blender, pytest.mark.slow,
               pytest.mark.skipif(os.environ.get("LOOPSCAPE_BENCH") != "1", reason="benchmark: set LOOPSCAPE_BENCH=1")]
 POINTS, FRAMES, MOVING = 100_000, 60, 0.3
 
-SCENARIO = r"""
-def rss_mb():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) / 1024
-def peak_mb():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM"):
-            return int(line.split()[1]) / 1024
-OUT["rss_before"] = rss_mb()
-t = time.time()
-OUT["import"] = call(bpy.ops.loopscape.import_result, directory=ARGS["result"], source=ARGS["source"])
-OUT["import_s"] = time.time() - t
-OUT["rss_after_import"] = rss_mb()
-obj = SCENE.loopscape.result_object
-t = time.time()
-counts = []
-for f in range(SCENE.frame_start, SCENE.frame_start + ARGS["frames"]):
-    SCENE.frame_set(f)
-    dg = bpy.context.evaluated_depsgraph_get()
-    counts.append(sum(1 for inst in dg.object_instances if inst.is_instance and inst.parent and inst.parent.original == obj))
-OUT["frames_s"] = time.time() - t
-OUT["instances"] = [min(counts), max(counts)]
-OUT["rss_after_frames"] = rss_mb()
-OUT["peak"] = peak_mb()
-"""
 
 
 def _write(res, source):
@@ -77,7 +51,7 @@ def _write(res, source):
 @pytest.mark.parametrize("source", ["usd", "ply"])
 def test_import_100k_points_60_frames(tmp_path, source):
     _write(tmp_path / "result", source)
-    out = run_scenario(SCENARIO, tmp_path, {"result": str(tmp_path / "result"), "frames": FRAMES, "source": source},
+    out = run_scenario("import_bench", tmp_path, {"result": str(tmp_path / "result"), "frames": FRAMES, "source": source},
                        timeout=900)
     print(f"\n{source}: import {out['import_s']:.2f} s, RSS {out['rss_before']:.0f} -> {out['rss_after_import']:.0f} MB "
           f"after import, {out['rss_after_frames']:.0f} MB after evaluating all {FRAMES} frames "

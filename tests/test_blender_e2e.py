@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from test_blender_support import CYCLES_MATCH_SETUP, PY, ROOT, bpy_version, have_bpy, load_png, psnr, render_reference, run_scenario, save_png, \
-    synthetic_frames
+from test_blender_support import (PY, ROOT, bpy_version, have_bpy, load_png, psnr, render_reference, run_scenario,
+                                  save_png, synthetic_frames)
 
 pytestmark = [pytest.mark.blender, pytest.mark.slow,
               pytest.mark.skipif(not have_bpy(), reason="bpy is not installed in .venv")]
@@ -32,46 +32,6 @@ def _backend_ready() -> str:
     return "" if p.returncode == 0 else f"backend CLI not importable: {p.stderr.strip().splitlines()[-1]}"
 
 
-SCENARIO = "import numpy as np\n" + CYCLES_MATCH_SETUP + r"""
-props = SCENE.loopscape
-OUT["setup"] = call(bpy.ops.loopscape.setup_photo, filepath=ARGS["photo"])
-OUT["mask"] = call(bpy.ops.loopscape.mask_import, filepath=ARGS["mask"])
-OUT["hint"] = call(bpy.ops.loopscape.hint_add, start=(4.0, 40.0), end=(28.0, 40.0), speed=0.6)
-props.frames = ARGS["frames"]
-props.quality = "preview"
-props.device = "cpu"
-props.max_side = 64
-props.extra_json = json.dumps({"png_frames": True, "depth": "prior"})
-OUT["preset"] = call(bpy.ops.loopscape.camera_preset, preset="side")
-t = time.time()
-OUT["run"] = call(bpy.ops.loopscape.run)
-OUT["run_s"] = time.time() - t
-OUT["last_error"] = props.last_error
-OUT["log"] = props.log_path
-OUT["result_dir"] = bpy.path.abspath(props.result_dir)
-obj = props.result_object
-if obj is not None:
-    OUT["type"] = obj.type
-    OUT["modifiers"] = [m.type for m in obj.modifiers]
-    splats = obj.modifiers["Loopscape Splats"]
-    splats.show_viewport = False
-    pos = []
-    for i in range(ARGS["frames"]):
-        SCENE.frame_set(SCENE.frame_start + i)
-        data = obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).data
-        n = len(data.points) if obj.type == "POINTCLOUD" else len(data.vertices)  # 4.2 PLY import: a mesh
-        p = np.empty(n * 3, np.float32)
-        data.attributes["position"].data.foreach_get("vector", p)
-        pos.append(p.reshape(-1, 3).tolist())
-    OUT["positions"] = pos
-    splats.show_viewport = True
-    r.film_transparent = True  # alpha tells which pixels see a splat at all
-    r.image_settings.color_mode = "RGBA"
-    for i in ARGS["render_frames"]:
-        SCENE.frame_set(SCENE.frame_start + i)
-        r.filepath = ARGS["render_dir"] + f"/cycles_{i:04d}.png"
-        bpy.ops.render.render(write_still=True)
-"""
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +50,7 @@ def artist(tmp_path_factory):
     (tmp / "renders").mkdir()
     args = {"photo": str(tmp / "photo.png"), "mask": str(tmp / "mask.png"), "frames": N,
             "render_frames": [N // 2, N - 1], "render_dir": str(tmp / "renders")}
-    out = run_scenario(SCENARIO, tmp, args, timeout=600)
+    out = run_scenario("artist_e2e", tmp, args, timeout=600)
     if out["run"] != "FINISHED" and "Internal error: ModuleNotFoundError" in out["last_error"]:
         pytest.skip(f"backend pipeline incomplete: {out['last_error']}")
     out["_tmp"] = tmp

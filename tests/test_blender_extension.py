@@ -17,35 +17,16 @@ OPS = {"setup_photo", "mask_create", "mask_import", "mask_clear", "hint_add", "h
 PANELS = {"LOOPSCAPE_PT_photo", "LOOPSCAPE_PT_motion", "LOOPSCAPE_PT_image_motion", "LOOPSCAPE_PT_camera",
           "LOOPSCAPE_PT_run", "LOOPSCAPE_PT_result"}
 
-SCENARIO = r"""
-import addon_utils
-def snapshot():
-    return {
-        "ops": sorted(n for n in dir(bpy.ops.loopscape) if not n.startswith("_")),
-        "panels": sorted(n for n in dir(bpy.types) if n.startswith("LOOPSCAPE_")),
-        "scene_prop": hasattr(bpy.types.Scene, "loopscape"),
-        "save_handlers": len(bpy.app.handlers.save_pre),
-    }
-OUT["enabled"] = snapshot()
-import sys
-OUT["pkg_file"] = sys.modules[PKG].__file__
-OUT["panel_space"] = {n: (getattr(bpy.types, n).bl_space_type, getattr(bpy.types, n).bl_category)
-                      for n in OUT["enabled"]["panels"] if "_PT_" in n}
-OUT["prefs_props"] = sorted(k for k in PREFS.bl_rna.properties.keys() if k != "rna_type")
-import sys
-OUT["torch_loaded"] = "torch" in sys.modules
-addon_utils.disable(PKG)
-OUT["disabled"] = snapshot()
-addon_utils.enable(PKG)
-OUT["reenabled"] = snapshot()
-"""
 
 
 def test_zip_layout_and_blender_validation():
     zp = build_zip()
     assert zp.name == "loopscape-0.1.0.zip"
     names = set(zipfile.ZipFile(zp).namelist())
-    assert {"blender_manifest.toml", "__init__.py", "operators/__init__.py", "panels/__init__.py"} <= names
+    # The zip mirrors the source tree: the extension's entry at the root, its packages beside it.
+    assert {"blender_manifest.toml", "__init__.py", "blender_addon/__init__.py", "blender_addon/runner.py",
+            "operators/__init__.py", "panels/__init__.py", "contract/__init__.py", "contract/labelme.py"} <= names
+    assert not any(n.startswith(("backend/", "tests/")) for n in names)
     assert not any("__pycache__" in n for n in names)
     for n in names:
         if n.endswith(".py"):
@@ -58,7 +39,7 @@ def test_zip_layout_and_blender_validation():
 
 
 def test_installs_registers_and_unregisters(tmp_path):
-    out = run_scenario(SCENARIO, tmp_path)
+    out = run_scenario("extension", tmp_path)
     print(f"Blender {out['blender']}")
     assert out["install"] == ["FINISHED"]
     assert str(tmp_path / "user_res") in out["pkg_file"], "installed into BLENDER_USER_RESOURCES"

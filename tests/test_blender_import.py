@@ -7,85 +7,12 @@ import shutil
 import numpy as np
 import pytest
 
-from test_blender_support import (CYCLES_MATCH_SETUP, ROOT, bpy_version, have_bpy, load_png, psnr, render_reference, run_scenario, save_png,
+from test_blender_support import (ROOT, bpy_version, have_bpy, load_png, psnr, render_reference, run_scenario, save_png,
                                   synthetic_frames, write_fake_result)
 
 pytestmark = [pytest.mark.blender, pytest.mark.skipif(not have_bpy(), reason="bpy is not installed in .venv")]
 W, H, N = 64, 48, 3
 
-SCENARIO = r"""
-import math
-import numpy as np
-from mathutils import Matrix
-
-def eval_positions(obj, frame):
-    SCENE.frame_set(frame)
-    dg = bpy.context.evaluated_depsgraph_get()
-    data = obj.evaluated_get(dg).data
-    n = len(data.points) if obj.type == "POINTCLOUD" else len(data.vertices)  # 4.2 PLY import: a mesh
-    pos = np.empty(n * 3, np.float32)
-    data.attributes["position"].data.foreach_get("vector", pos)
-    return pos.reshape(-1, 3)
-
-def render(path, camera):
-    SCENE.camera = camera
-    SCENE.render.filepath = path
-    bpy.ops.render.render(write_still=True)
-
-""" + CYCLES_MATCH_SETUP + r"""
-SCENE.view_settings.look = "None"
-
-OUT["bad_folder"] = call(bpy.ops.loopscape.import_result, directory=ARGS["bad_dir"])
-OUT["setup"] = call(bpy.ops.loopscape.setup_photo, filepath=ARGS["photo"])
-hero = SCENE.loopscape.hero_camera
-hero.location = (3.0, -2.0, 1.5)
-hero.rotation_euler = (math.radians(80), math.radians(5), math.radians(30))
-SCENE.loopscape.frames = ARGS["frames"]
-t = time.time()
-OUT["import1"] = call(bpy.ops.loopscape.import_result, directory=ARGS["result"])
-OUT["import2"] = call(bpy.ops.loopscape.import_result, directory=ARGS["result"])  # replaces, no stacking
-OUT["import_s"] = time.time() - t
-objs = [o for o in SCENE.objects if o.get("loopscape_result")]
-parents = [o for o in SCENE.objects if o.get("loopscape_result_parent")]
-OUT["n_results"], OUT["n_parents"] = len(objs), len(parents)
-obj = objs[0]
-OUT["type"] = obj.type
-OUT["modifiers"] = [m.name for m in obj.modifiers]
-want = hero.matrix_world @ Matrix.Diagonal((1, -1, -1, 1))
-OUT["parent_err"] = max(abs(parents[0].matrix_world[i][j] - want[i][j]) for i in range(4) for j in range(4))
-OUT["parent_is_parent"] = obj.parent == parents[0]
-splats = obj.modifiers["Loopscape Splats"]
-splats.show_viewport = False
-OUT["positions"] = [eval_positions(obj, SCENE.frame_start + i).tolist() for i in range(ARGS["frames"])]
-splats.show_viewport = True
-SCENE.frame_set(1)
-dg = bpy.context.evaluated_depsgraph_get()
-OUT["instances"] = sum(1 for inst in dg.object_instances if inst.is_instance and inst.parent
-                       and inst.parent.original == obj)
-t = time.time()
-render(ARGS["render_hero"], hero)
-OUT["render_s"] = time.time() - t
-OUT["preset"] = call(bpy.ops.loopscape.camera_preset, preset="side")
-SCENE.frame_set(SCENE.frame_start + ARGS["frames"] - 1)
-render(ARGS["render_side"], SCENE.camera)
-OUT["shot"] = SCENE.camera.name
-# Saved .blend stores the result's paths relative to it.
-bpy.ops.wm.save_as_mainfile(filepath=ARGS["blend"])
-OUT["result_dir_prop"] = SCENE.loopscape.result_dir
-caches = [m.cache_file.filepath for m in obj.modifiers if m.type == "MESH_SEQUENCE_CACHE"]
-OUT["cache_path"] = caches[0] if caches else None
-# The artist places the scene; a re-import keeps that placement and still replaces the object.
-p = [o for o in SCENE.objects if o.get("loopscape_result_parent")][0]
-p.location.x += 1.0
-p.scale = (2.0, 2.0, 2.0)
-bpy.context.view_layer.update()
-placed = [list(r) for r in p.matrix_world]
-OUT["import3"] = call(bpy.ops.loopscape.import_result, directory=ARGS["result"])
-p = [o for o in SCENE.objects if o.get("loopscape_result_parent")]
-OUT["placement_kept"] = len(p) == 1 and all(abs(a - b) < 1e-5 for ra, rb in zip(placed, p[0].matrix_world)
-                                            for a, b in zip(ra, rb))
-OUT["n_results3"] = len([o for o in SCENE.objects if o.get("loopscape_result")])
-"""
 
 
 def _add_usd(res_dir, syn) -> None:
@@ -119,7 +46,7 @@ def imported(request, tmp_path_factory):
     args = {"result": str(res), "photo": str(tmp / "photo.png"), "bad_dir": str(tmp / "not_a_result"),
             "frames": N, "render_hero": str(tmp / "cycles_hero.png"),
             "render_side": str(tmp / "cycles_side.png"), "blend": str(tmp / "scene.blend")}
-    out = run_scenario(SCENARIO, tmp, args)
+    out = run_scenario("import_result", tmp, args)
     keep = ROOT / "test_output" / "blender"
     keep.mkdir(parents=True, exist_ok=True)
     for name in ("cycles_hero.png", "cycles_side.png"):

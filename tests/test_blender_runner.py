@@ -1,6 +1,6 @@
 """Run/cancel/crash paths of the Blender runner, job writing and refusals, with fake backends.
 
-The fake "interpreter" is a shell script that runs tests' fake backend; it behaves like
+The fake "interpreter" is a shell script that runs tests/blender/fake_backend.py; it behaves like
 ``python -m backend run job.json --out DIR`` in one of several modes (ok, crash, error, hang).
 """
 from __future__ import annotations
@@ -13,109 +13,11 @@ import time
 import numpy as np
 import pytest
 
-from test_blender_support import PY, have_bpy, render_reference, run_scenario, save_png, synthetic_frames, \
-    write_fake_result
+from test_blender_support import (PY, fake_interpreter, have_bpy, render_reference, run_scenario, save_png,
+                                  synthetic_frames, write_fake_result)
 
 pytestmark = [pytest.mark.blender, pytest.mark.skipif(not have_bpy(), reason="bpy is not installed in .venv")]
 W, H, N = 64, 48, 3
-
-FAKE_BACKEND = r'''
-import json, os, shutil, signal, subprocess, sys, time
-args = sys.argv[1:]
-assert args[:3] == ["-m", "backend", "run"], args
-job, out = args[3], args[args.index("--out") + 1]
-mode = open(os.environ.get("FAKE_MODE_FILE", os.path.join(os.path.dirname(__file__), "mode"))).read().strip()
-here = os.path.dirname(__file__)
-shutil.copy(job, os.path.join(here, "job_seen.json"))
-print(json.dumps({"event": "progress", "stage": "depth", "fraction": 0.5}), flush=True)
-print("plain text from a library", flush=True)
-print(json.dumps({"event": "warning", "message": "fake warning"}), flush=True)
-if mode == "ok":
-    shutil.copytree(os.path.join(here, "result"), out, dirs_exist_ok=True)
-    os.utime(os.path.join(out, "result.json"))
-    print(json.dumps({"event": "done", "result": os.path.join(out, "result.json")}), flush=True)
-elif mode == "crash":
-    os.makedirs(os.path.join(out, "ply"), exist_ok=True)
-    open(os.path.join(out, "ply", "frame_0000.ply"), "wb").write(b"ply\nformat binary_little_endian 1.0\n")
-    raise RuntimeError("fake segfault-like crash")
-elif mode == "error":
-    print(json.dumps({"event": "error", "message": "The mask is empty.", "hint": "Paint it."}), flush=True)
-    sys.exit(2)
-elif mode == "hang":
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # make cancel escalate to SIGTERM
-    child = subprocess.Popen(["sleep", "300"])
-    open(os.path.join(here, "pids"), "w").write(f"{os.getpid()} {child.pid}")
-    print(json.dumps({"event": "progress", "stage": "gaussians3d", "fraction": 0.2}), flush=True)
-    time.sleep(300)
-'''
-
-SCENARIO = r"""
-import numpy as np
-def errors_only(code):
-    return code
-
-r = {}
-# Refusals, in the order an artist meets them.
-r["no_photo"] = call(bpy.ops.loopscape.run)
-r["setup"] = call(bpy.ops.loopscape.setup_photo, filepath=ARGS["photo"])
-r["no_mask"] = call(bpy.ops.loopscape.run)
-r["mask_create"] = call(bpy.ops.loopscape.mask_create)
-r["empty_mask"] = call(bpy.ops.loopscape.run)
-r["mask_import"] = call(bpy.ops.loopscape.mask_import, filepath=ARGS["labelme"])
-props = SCENE.loopscape
-r["hints"] = [[list(h.start), list(h.end)] for h in props.hints]
-r["anchors"] = [list(a.co) for a in props.anchors]
-r["hint_add"] = call(bpy.ops.loopscape.hint_add, start=(10.0, 40.0), end=(20.0, 38.0), speed=0.5)
-r["anchor_add"] = call(bpy.ops.loopscape.anchor_add, co=(50.0, 10.0))
-props.frames = ARGS["frames"]
-props.speed = 1.5
-r["preset"] = call(bpy.ops.loopscape.camera_preset, preset="side")
-hero = props.hero_camera
-hero.location = (1.0, 2.0, 3.0)
-hero.rotation_euler = (1.2, 0.1, -0.4)
-r["preset2"] = call(bpy.ops.loopscape.camera_preset, preset="side")  # re-keyed relative to the moved hero
-
-# Interpreter problems.
-PREFS.backend_python = "/nonexistent/python"
-r["missing_py"] = call(bpy.ops.loopscape.run)
-r["check_missing"] = call(bpy.ops.loopscape.check_backend)
-PREFS.backend_python = ARGS["broken_py"]
-r["check_broken"] = call(bpy.ops.loopscape.check_backend)
-r["check_broken_report"] = PREFS.check_report
-PREFS.backend_python = ARGS["real_py"]
-r["check_real"] = call(bpy.ops.loopscape.check_backend)
-r["check_real_report"] = PREFS.check_report
-
-# A successful fake run imports; then crash / error / cancel must leave that import untouched.
-PREFS.backend_python = ARGS["fake_py"]
-def set_mode(m):
-    open(ARGS["mode_file"], "w").write(m)
-def state():
-    objs = sorted(o.name for o in SCENE.objects if o.get("loopscape_result") or o.get("loopscape_result_parent"))
-    return {"objects": objs, "pointclouds": len(bpy.data.pointclouds), "meshes": len(bpy.data.meshes)}
-set_mode("ok")
-r["ok"] = call(bpy.ops.loopscape.run)
-r["after_ok"] = state()
-r["stage_ok"] = props.stage
-r["job"] = json.load(open(ARGS["job_seen"]))
-r["scene_cams"] = {"hero": [list(row) for row in hero.matrix_world]}
-for mode in ("crash", "error"):
-    set_mode(mode)
-    r[mode] = call(bpy.ops.loopscape.run)
-    r["after_" + mode] = state()
-    r["last_error_" + mode] = props.last_error
-set_mode("hang")
-t = time.time()
-r["hang"] = call(bpy.ops.loopscape.run, timeout=2.0)
-r["hang_s"] = time.time() - t
-r["after_hang"] = state()
-r["last_error_hang"] = props.last_error
-r["running_after"] = props.running
-# Deleted hero camera is refused.
-bpy.data.objects.remove(hero, do_unlink=True)
-r["no_hero"] = call(bpy.ops.loopscape.run)
-OUT.update(r)
-"""
 
 
 def _labelme(path, w, h):
@@ -133,20 +35,17 @@ def ran(tmp_path_factory):
     fake_dir = tmp / "fake"
     fake_dir.mkdir()
     write_fake_result(fake_dir / "result", syn)
-    (fake_dir / "backend.py").write_text(FAKE_BACKEND)
-    fake_py = fake_dir / "python"
-    fake_py.write_text(f'#!/bin/sh\nexec "{PY}" "{fake_dir / "backend.py"}" "$@"\n')
+    fake_py = fake_interpreter(fake_dir)
     broken_py = tmp / "broken_python"
     broken_py.write_text('#!/bin/sh\necho "ImportError: libtorch_cpu.so: cannot open shared object file" >&2\nexit 1\n')
-    for p in (fake_py, broken_py):
-        p.chmod(p.stat().st_mode | stat.S_IEXEC)
+    broken_py.chmod(broken_py.stat().st_mode | stat.S_IEXEC)
     save_png(tmp / "photo.png", render_reference(syn["frames"][0], syn["K"], np.eye(4), W, H))
     _labelme(tmp / "labelme.json", W, H)
     args = {"photo": str(tmp / "photo.png"), "labelme": str(tmp / "labelme.json"), "frames": N,
             "fake_py": str(fake_py), "broken_py": str(broken_py), "real_py": str(PY),
             "mode_file": str(fake_dir / "mode"), "job_seen": str(fake_dir / "job_seen.json")}
     t = time.time()
-    out = run_scenario(SCENARIO, tmp, args)
+    out = run_scenario("run_backend", tmp, args)
     out["_seconds"] = time.time() - t
     out["_tmp"] = str(tmp)
     out["_fake_dir"] = str(fake_dir)

@@ -11,29 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_blender_support import CYCLES_MATCH_SETUP, have_bpy, load_png, psnr, render_reference, run_scenario, write_fake_result
+from test_blender_support import have_bpy, load_png, psnr, render_reference, run_scenario, write_fake_result
 
 pytestmark = [pytest.mark.blender, pytest.mark.skipif(not have_bpy(), reason="bpy is not installed in .venv")]
 W, H = 64, 48
 
-SCENARIO = CYCLES_MATCH_SETUP + r"""
-OUT["import"] = call(bpy.ops.loopscape.import_result, directory=ARGS["result"])
-obj = SCENE.loopscape.result_object
-mod = obj.modifiers["Loopscape Splats"]
-ids = {i.name: i.identifier for i in mod.node_group.interface.items_tree if getattr(i, "in_out", "") == "INPUT"}
-OUT["focal"] = mod[ids["Hero Focal"]]
-OUT["dilation"] = mod[ids["Dilation"]]
-OUT["min_transparent"] = SCENE.cycles.min_transparent_bounces
-OUT["max_transparent"] = SCENE.cycles.transparent_max_bounces
-SCENE.camera = SCENE.loopscape.hero_camera
-SCENE.frame_set(1)
-r.filepath = ARGS["dir"] + "/dilated.png"
-bpy.ops.render.render(write_still=True)
-mod[ids["Dilation"]] = 0.0
-obj.update_tag()
-r.filepath = ARGS["dir"] + "/undilated.png"
-bpy.ops.render.render(write_still=True)
-"""
 
 
 def _trained_like(seed: int = 1) -> dict:
@@ -91,7 +73,7 @@ def rendered(tmp_path_factory):
     syn = _trained_like()
     res = write_fake_result(tmp / "result", syn)
     g, K = syn["frames"][0], syn["K"]
-    out = run_scenario(SCENARIO, tmp, {"result": str(res), "dir": str(tmp)})
+    out = run_scenario("splats", tmp, {"result": str(res), "dir": str(tmp)})
     return {"out": out, "K": K, "ref": _backend_render(g, K, 0.3),
             "ideal": _backend_render(g, K, 0.3, cycles_like=True),
             "ideal_plain": _backend_render(g, K, 0.0, cycles_like=True),

@@ -1,10 +1,12 @@
 """Shared helpers for the Blender tests (no tests here).
 
-Every Blender scenario runs in its own Python process: bpy can be imported only once per process,
-and installing the extension changes global state. A scenario prints one ``RESULT {json}`` line
-that the test asserts on. The scenario interpreter is ``$LOOPSCAPE_BLENDER_PYTHON`` (e.g. a venv
-with ``bpy>=4.2,<4.3`` to check the manifest's oldest Blender), else the test interpreter; the
-backend always runs with the repo's ``.venv/bin/python``.
+Every Blender scenario is a real module, ``tests/blender/scenarios/<name>.py`` with ``main(ctx)``,
+and runs in its own Python process through ``tests/blender/harness.py``: bpy can be imported only
+once per process, and installing the extension changes global state. The scenario fills
+``ctx.out``, which the harness prints as one ``RESULT {json}`` line that the test asserts on. The
+scenario interpreter is ``$LOOPSCAPE_BLENDER_PYTHON`` (e.g. a venv with ``bpy>=4.2,<4.3`` to check
+the manifest's oldest Blender), else the test interpreter; the backend always runs with the repo's
+``.venv/bin/python``.
 """
 from __future__ import annotations
 
@@ -13,17 +15,18 @@ import math
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 
+from contract.camera import DEFAULT_FOV_DEG
+from contract.splats import SH_C0
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = ROOT / ".venv" / "bin" / "python"  # the backend's interpreter
 BLENDER_PY = Path(os.environ.get("LOOPSCAPE_BLENDER_PYTHON") or sys.executable)  # runs Blender scenarios
-PKG = "bl_ext.user_default.loopscape"
-SH_C0 = 0.28209479177387814
-FOV_DEG = math.degrees(2.0 * math.atan(256.0 / 582.69))  # the add-on's and backend's default
+BLENDER_TESTS = Path(__file__).resolve().parent / "blender"
+FAKE_BACKEND = BLENDER_TESTS / "fake_backend.py"
 _ZIP: list[Path] = []
 
 
@@ -67,78 +70,33 @@ def build_zip() -> Path:
     return _ZIP[0]
 
 
-PREAMBLE = """
-import json, os, sys, time
-ARGS = json.loads(sys.argv[2])
-os.environ["BLENDER_USER_RESOURCES"] = sys.argv[1]
-import bpy
-bpy.ops.wm.read_factory_settings(use_empty=True)
-_ret = bpy.ops.extensions.package_install_files(filepath=ARGS["zip"], repo="user_default",
-                                                 enable_on_install=True)
-PKG = "bl_ext.user_default.loopscape"
-assert PKG in bpy.context.preferences.addons, "extension did not enable"
-PREFS = bpy.context.preferences.addons[PKG].preferences
-PREFS.backend_root = ARGS.get("backend_root", "")
-PREFS.backend_python = ARGS.get("backend_python", "")
-PREFS.work_dir = ARGS.get("work_dir", "")
-OUT = {"install": sorted(_ret), "blender": bpy.app.version_string}
-SCENE = bpy.context.scene
-
-def call(op, **kw):
-    '''Run an operator; return "FINISHED"/"CANCELLED" or the error text it reported.'''
-    try:
-        return sorted(op(**kw))[0]
-    except RuntimeError as exc:
-        return "ERROR: " + str(exc)
-
-def emit():
-    print("RESULT " + json.dumps(OUT), flush=True)
-"""
-
-
-# Scenario prelude for renders compared with the backend: Cycles on the CPU, 16 samples, a 1-px
-# box filter (pixel-centre-like sampling), the Standard view transform and a black world.
-CYCLES_MATCH_SETUP = r"""
-r = SCENE.render
-r.engine = "CYCLES"
-SCENE.cycles.device = "CPU"
-SCENE.cycles.samples = 16
-SCENE.cycles.use_denoising = False
-SCENE.cycles.pixel_filter_type = "BOX"
-SCENE.cycles.filter_width = 1.0
-SCENE.view_settings.view_transform = "Standard"
-r.image_settings.file_format = "PNG"
-r.image_settings.color_mode = "RGB"
-world = bpy.data.worlds.new("black"); world.color = (0, 0, 0); SCENE.world = world  # 4.2: no node tree
-if world.node_tree is not None:
-    for node in world.node_tree.nodes:
-        if node.type == "BACKGROUND":
-            node.inputs["Color"].default_value = (0, 0, 0, 1)
-SCENE.frame_start = 1
-"""
-
-
-def run_scenario(body: str, tmp_path: Path, args: dict | None = None, timeout: float = 240.0) -> dict:
-    """Run PREAMBLE + body in a fresh Blender-module process; return its RESULT dict."""
-    script = tmp_path / "scenario.py"
-    script.write_text(PREAMBLE + textwrap.dedent(body) + "\nemit()\n")
+def run_scenario(name: str, tmp_path: Path, args: dict | None = None, timeout: float = 240.0) -> dict:
+    """Run scenario ``name`` with the extension installed, in a fresh Blender-module process; its RESULT dict."""
     a = {"zip": str(build_zip()), "backend_root": str(ROOT), "backend_python": str(PY),
          "work_dir": str(tmp_path / "work")}
     a.update(args or {})
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
-    p = subprocess.run([str(BLENDER_PY), str(script), str(tmp_path / "user_res"), json.dumps(a)],
-                       capture_output=True, text=True, timeout=timeout, cwd=str(tmp_path), env=env)
+    p = subprocess.run([str(BLENDER_PY), str(BLENDER_TESTS / "harness.py"), name, str(tmp_path / "user_res"),
+                        json.dumps(a)], capture_output=True, text=True, timeout=timeout, cwd=str(tmp_path), env=env)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
     if p.returncode != 0 or not lines:
-        raise AssertionError(f"scenario failed (rc {p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+        raise AssertionError(f"scenario {name} failed (rc {p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
     return json.loads(lines[-1][len("RESULT "):])
+
+
+def fake_interpreter(fake_dir: Path) -> Path:
+    """An executable that runs tests/blender/fake_backend.py with FAKE_DIR=fake_dir, in place of Python."""
+    py = fake_dir / "python"
+    py.write_text(f'#!/bin/sh\nFAKE_DIR="{fake_dir}" exec "{sys.executable}" "{FAKE_BACKEND}" "$@"\n')
+    py.chmod(0o755)
+    return py
 
 
 # ----------------------------------------------------------------------------- synthetic result
 
 
-def intrinsics(width: int, height: int, fov_deg: float = FOV_DEG) -> np.ndarray:
+def intrinsics(width: int, height: int, fov_deg: float = DEFAULT_FOV_DEG) -> np.ndarray:
     f = 0.5 * max(width, height) / math.tan(math.radians(fov_deg) / 2.0)
     return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
 
