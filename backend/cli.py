@@ -16,6 +16,7 @@ from backend import __version__
 from backend.infra.errors import Cancelled, LoopscapeError
 from backend.infra.events import EventSink
 from backend.job import DEVICES, PATH_PRESETS, QUALITIES, JobSpec
+from contract import protocol
 
 EPILOG = """\
 examples:
@@ -29,7 +30,7 @@ examples:
 events on stdout (one JSON object per line):
   {"event": "progress", "stage": "gaussians3d", "fraction": 0.4}
   {"event": "warning", "message": "..."}     {"event": "log", "message": "..."}
-  {"event": "done", "result": "OUT/result.json"} or {"event": "error", "message": "..."}
+  {"event": "done", "result": "OUT/result.json"} or {"event": "error", "message": "...", "hint": "...", "kind": "input"}
 """
 
 
@@ -178,17 +179,17 @@ def main(argv: list[str] | None = None) -> int:
 
         result_path = run_job(job, Path(args.out), events)
     except LoopscapeError as exc:
-        events.emit("error", message=str(exc), kind="input")
+        events.emit(protocol.ERROR, message=exc.message, hint=exc.hint, kind="input")
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Cancelled as exc:
-        events.emit("error", message="Cancelled; no result was written.", kind="cancelled")
+        events.emit(protocol.ERROR, message="Cancelled; no result was written.", hint="", kind="cancelled")
         print(f"cancelled: {exc}", file=sys.stderr)
         return 130
     except Exception as exc:  # an internal bug: say so, keep the traceback on stderr for the log
         traceback.print_exc()
-        events.emit("error", message=f"Internal error: {type(exc).__name__}: {exc}. See the log for the traceback.",
-                    kind="internal")
+        events.emit(protocol.ERROR, message=f"Internal error: {type(exc).__name__}: {exc}.",
+                    hint="See the log for the traceback, and report it with the job file.", kind="internal")
         return 1
-    events.emit("done", result=str(result_path))
+    events.emit(protocol.DONE, result=str(result_path))
     return 0

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from backend.infra.errors import LoopscapeError
+from backend.stages.depth import DEFAULT_MODEL as DEFAULT_DEPTH_MODEL
 from contract.camera import DEFAULT_PATH, PATH_PRESETS
 from contract.quality import DEFAULT_QUALITY, QUALITIES
 
 DEVICES = ("auto", "cpu", "cuda")
-DEFAULT_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
 
 
 @dataclass
@@ -32,7 +32,7 @@ class JobSpec:
     path: str | dict = DEFAULT_PATH  # preset name, path JSON file, or an inline path object
     depth: str = "auto"  # auto | model | prior | PATH
     depth_kind: str = "depth"  # for a depth file: depth | disparity
-    depth_model: str = DEFAULT_DEPTH_MODEL
+    depth_model: str = DEFAULT_DEPTH_MODEL  # the model the depth stage loads by default
     frames: int = 60
     fps: float = 24.0
     max_side: int = 512

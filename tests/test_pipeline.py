@@ -86,7 +86,7 @@ def _assert_clean_failure(proc, out: Path, *needles: str) -> None:
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-1500:])
     ev = events_of(proc)
     assert ev and ev[-1]["event"] == "error"
-    msg = ev[-1]["message"]
+    msg = f"{ev[-1]['message']} {ev[-1].get('hint', '')}"  # what is wrong, then what to do
     for n in needles:
         assert n.lower() in msg.lower(), msg
     assert "Traceback" not in proc.stderr
