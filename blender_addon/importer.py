@@ -17,7 +17,7 @@ import numpy as np
 from mathutils import Matrix
 
 from ..contract import LoopscapeError
-from ..contract.protocol import KEY_CAMERA, KEY_FPS, KEY_FRAMES
+from ..contract.protocol import KEY_CAMERA, KEY_FPS, KEY_FRAMES, RESULT_NAME
 from . import camera_math, ply_read, result_io, splat_nodes
 from .job_writer import PARENT_TAG, hero_matrix
 
@@ -68,7 +68,7 @@ def ensure_hero(scene, res: dict):
     cam = res.get(KEY_CAMERA) or {}
     K, W, H = cam.get("K"), int(cam.get("width", 0) or 0), int(cam.get("height", 0) or 0)
     if not K or W <= 0 or H <= 0:
-        raise LoopscapeError("result.json has no camera (K, width, height), and the scene has no hero camera.",
+        raise LoopscapeError(f"{RESULT_NAME} has no camera (K, width, height), and the scene has no hero camera.",
                              "Set up the photo first (Loopscape > Photo).")
     data = bpy.data.cameras.new("Loopscape Hero")
     camera_math.set_lens_from_K(data, K, W, H)

@@ -15,9 +15,10 @@ import numpy as np
 from ..contract.labelme import read_labelme as _read_labelme
 
 Point = tuple[float, float]
+Arrow = tuple[Point, Point]  # a hint arrow's start and end
 
 
-def read_labelme(path: str | Path, width: int, height: int) -> tuple[np.ndarray, list[tuple[Point, Point]], list[Point]]:
+def read_labelme(path: str | Path, width: int, height: int) -> tuple[np.ndarray, list[Arrow], list[Point]]:
     """(mask (H, W) bool, hints [(start, end)], anchors [(x, y)]) scaled from the file's image size to
     width x height; raises the contract's LoopscapeError for a file it refuses."""
     doc = _read_labelme(path)

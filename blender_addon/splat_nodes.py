@@ -1,8 +1,9 @@
 """Geometry Nodes and material that draw Gaussian splats from point attributes, as gsplat does.
 
 Each point becomes a quad parallel to the render camera's image plane, sized to the Gaussian's
-projected 2D covariance plus gsplat's 0.3 px^2 dilation, and the material evaluates that 2D
-Gaussian's exact conic times the opacity, with gsplat's 0.999 clamp and 1/255 cut. Quads through
+projected 2D covariance plus gsplat's EPS2D dilation, and the material evaluates that 2D
+Gaussian's exact conic times the opacity, with gsplat's ALPHA_MAX clamp and ALPHA_MIN cut (the
+constants are the contract's, shared with the backend's CPU rasteriser). Quads through
 the means, parallel to the image plane, are hit in mean-depth order, which is gsplat's sort.
 Everything lives in the .blend, so a render farm needs neither the add-on nor the backend.
 """
@@ -142,7 +143,7 @@ def build_splat_group(names: AttrNames, material, name: str = SPLAT_GROUP):
     """Points -> camera-facing quads that reproduce gsplat's screen-space Gaussians.
 
     gsplat (and our CPU rasteriser) draws each Gaussian as the 2D Gaussian J Sigma J^T + eps2d I:
-    the 3D covariance projected along the viewing ray, plus a 0.3 px^2 dilation. Trained Gaussians
+    the 3D covariance projected along the viewing ray, plus an EPS2D px^2 dilation. Trained Gaussians
     are often sub-pixel and only look right with that dilation, and nearly round Gaussians seen
     edge-on vanish if drawn as a flat quad in their own plane. So each point becomes a quad parallel
     to the render camera's image plane, through the mean, sized to the projected 2D covariance
@@ -262,7 +263,7 @@ def build_material(names: AttrNames, name: str = MATERIAL):
     nodes.clear()
     out = _node(nodes, "ShaderNodeOutputMaterial", (800, 0))
     # sigma = 0.5 (n_a u^2 + 2 n_b u v + n_c v^2): the conic of the projected covariance (see
-    # build_splat_group); alpha = min(0.999, opacity exp(-sigma)), dropped below 1/255 like gsplat.
+    # build_splat_group); alpha = min(ALPHA_MAX, opacity exp(-sigma)), dropped below ALPHA_MIN like gsplat.
     uv = _node(nodes, "ShaderNodeAttribute", (-1200, 300), attribute_type="GEOMETRY", attribute_name=UV_ATTR)
     con = _node(nodes, "ShaderNodeAttribute", (-1200, 100), attribute_type="INSTANCER", attribute_name=CONIC_ATTR)
     suv = _node(nodes, "ShaderNodeSeparateXYZ", (-1000, 300))

@@ -6,6 +6,7 @@ from bpy.props import EnumProperty, FloatProperty, StringProperty
 
 from ..blender_addon import importer
 from ..contract import LoopscapeError
+from ..contract.protocol import RESULT_NAME
 
 
 class LOOPSCAPE_OT_import_result(bpy.types.Operator):
@@ -28,7 +29,7 @@ class LOOPSCAPE_OT_import_result(bpy.types.Operator):
 
     def execute(self, context):
         if not self.directory:
-            self.report({"ERROR"}, "No folder given. Choose the backend's output folder (it holds result.json).")
+            self.report({"ERROR"}, f"No folder given. Choose the backend's output folder (it holds {RESULT_NAME}).")
             return {"CANCELLED"}
         try:
             rep = importer.import_result(context, self.directory, source=self.source, size=self.size)

@@ -8,6 +8,7 @@ import bpy
 
 from ..blender_addon import importer, job_writer, preferences, runner
 from ..contract import LoopscapeError
+from ..contract.protocol import RESULT_NAME
 
 _ACTIVE: dict = {"run": None}
 
@@ -54,7 +55,7 @@ def finish_run(context, run: runner.BackendRun) -> tuple[bool, str]:
     props.running = False
     ok, msg = run.outcome()
     if ok and Path(msg).stat().st_mtime < run.started - 1:
-        ok, msg = False, f"Backend finished without writing a new result.json. Full log: {run.log_path}"
+        ok, msg = False, f"Backend finished without writing a new {RESULT_NAME}. Full log: {run.log_path}"
     if not ok:
         props.last_error = msg
         props.stage = "cancelled" if run.state.cancelled else "failed"
