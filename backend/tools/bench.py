@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from backend.io.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from backend.job import DEVICES
+from contract.quality import QUALITIES
 
 FIELDS = ["size", "frames", "quality", "device", "width", "height", "n_gaussians", "stage", "seconds",
           "peak_rss_mb", "cuda_peak_mb"]
@@ -241,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=24, help="loop length for the size sweep")
     ap.add_argument("--loop-lengths", type=int, nargs="*", default=[12, 48],
                     help="loop lengths run at the smallest size (none: skip)")
-    ap.add_argument("--quality", default="preview", choices=("preview", "draft", "final"))
-    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--quality", default="preview", choices=QUALITIES)
+    ap.add_argument("--device", default="auto", choices=DEVICES)
     ap.add_argument("--out", default="bench_out")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per run")
     ap.add_argument("--child", help=argparse.SUPPRESS)

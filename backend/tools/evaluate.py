@@ -43,8 +43,11 @@ from backend.infra.events import NullSink
 from backend.tools.metrics import image as IM
 from backend.tools.metrics import motion as MO
 from backend.tools.metrics.piqe import piqe
+from contract.camera import PATH_PRESETS
+from contract.protocol import RESULT_NAME
+from contract.quality import QUALITIES
 
-PATHS = ("up-down", "zoom-in", "side", "circle")
+PATHS = PATH_PRESETS
 HERO = "hero"
 REF_KEYS = ("psnr", "ssim", "lpips", "m_psnr", "m_ssim", "m_lpips")
 COLUMNS = REF_KEYS + ("piqe", "epe_before", "epe_after", "mf_cos", "mf_epe", "mf_speed", "stillness",
@@ -373,9 +376,9 @@ def score_results(dirs: list[str], gt: str | None, max_side: int) -> list[dict]:
     rows = []
     for d in dirs:
         d = Path(d)
-        if not (d / "result.json").exists():
+        if not (d / RESULT_NAME).exists():
             raise LoopscapeError(f"{d} has no result.json.", "Pass the output folder of a finished pipeline run.")
-        res = json.loads((d / "result.json").read_text())
+        res = json.loads((d / RESULT_NAME).read_text())
         frames = read_video(d)
         scene = None
         src = Path(gt) if gt else Path(res.get("job", {}).get("image", "")).parent
@@ -484,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", nargs="*", default=[], help="existing result folders to score")
     ap.add_argument("--gt", help="scene folder with ground truth for --results")
     ap.add_argument("--max-side", type=int, default=128)
-    ap.add_argument("--quality", default="preview", choices=("preview", "draft", "final"))
+    ap.add_argument("--quality", default="preview", choices=QUALITIES)
     ap.add_argument("--qualities", default="", help="extra presets to compare, e.g. draft,final (slow; opt-in)")
     ap.add_argument("--frames", type=int, default=10, help="frames per evaluation video (= loop length)")
     ap.add_argument("--paths", default=",".join(PATHS), help="novel-view paths for GT scenes")
