@@ -266,6 +266,7 @@ def _render_path(gaussians, loop, cams: list[Camera], n_frames: int, device,
     """Frame i of the video uses camera i of the path and loop time i mod N. Pixels no Gaussian
     covers are filled from the background side; returns the frames and each one's uncovered share."""
     from backend.render_fill import composite_over_fill
+    from backend.video import to_uint8  # the one clipping float->uint8 conversion of every frame writer
 
     bg = torch.zeros(3, device=device)
     out, uncovered = [], []
@@ -273,7 +274,7 @@ def _render_path(gaussians, loop, cams: list[Camera], n_frames: int, device,
         for i, c in enumerate(cams):
             r = loop.render(i, c, background=bg) if loop is not None else gaussians.render(c, background=bg)
             rgb, u = composite_over_fill(r.rgb.cpu().numpy(), r.alpha.cpu().numpy(), r.depth.cpu().numpy())
-            out.append((rgb * 255 + 0.5).astype(np.uint8))
+            out.append(to_uint8(rgb))
             uncovered.append(u)
             events.progress("render", (i + 1) / len(cams))
     return out, uncovered
