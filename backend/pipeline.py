@@ -232,6 +232,10 @@ def _run_stages(job: JobSpec, out: Path, staging: Path, device: torch.device, ev
 
             write_mp4(input_frames[:-1], staging / "input_view.mp4", job.fps)
             result["input_view_video"] = "input_view.mp4"
+        from backend.contact_sheet import job_summary, write_previews  # preview.png + preview.webp
+
+        result.update(write_previews(staging, img.rgb, frames_rgb, job.fps, motion_inputs,
+                                     None if input_frames is None else input_frames[:-1], job_summary(job, W, H)))
 
     result.update({
         "backend_version": __version__,
