@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import overlay, paths, preferences, props
+from . import overlay, paths, preferences, props, result_preview
 from . import operators as _operators
 from . import panels as _panels
 
@@ -24,6 +24,7 @@ def register() -> None:
 
 def unregister() -> None:
     _operators.unregister_hook()
+    result_preview.unregister()
     paths.unregister()
     overlay.unregister()
     props.unregister()
