@@ -11,7 +11,7 @@ from __future__ import annotations
 import bpy
 
 from . import operators, panels
-from .blender_addon import overlay, paths, preferences, props
+from .blender_addon import overlay, paths, preferences, props, result_preview
 
 _CLASSES = (*preferences.classes, *props.classes, *operators.classes, *panels.classes)
 
@@ -26,6 +26,7 @@ def register() -> None:
 
 def unregister() -> None:
     operators.unregister_hook()
+    result_preview.unregister()
     paths.unregister()
     overlay.unregister()
     props.unregister()

@@ -82,7 +82,7 @@ def demo(extra: list[str]) -> int:
     out = ROOT / "out" / "demo"
     rc = _run([py, "-m", "backend", "run", "--demo", "--out", out, *DEMO_DEFAULTS, *extra])
     if rc == 0:
-        print(f"\ndemo finished: {out / 'video.mp4'} and {out / 'ply'} (result.json lists everything)")
+        print(f"\ndemo finished: {out / 'video.mp4'}, {out / 'preview.png'} and {out / 'ply'} (result.json lists everything)")
     return rc
 
 

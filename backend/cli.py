@@ -1,7 +1,8 @@
 """Command line: ``python -m backend run [JOB.json] --out DIR [flags]`` and ``python -m backend info``.
 
-stdout carries only JSON lines (the progress protocol in backend/infra/events.py); human-readable
-errors also go to stderr. Exit codes: 0 success, 2 bad input, 130 cancelled, 1 internal error.
+stdout carries only JSON lines (the progress protocol in contract/protocol.py), or with
+``--events human`` (the default on a terminal) a live progress display; human-readable errors
+also go to stderr. Exit codes: 0 success, 2 bad input, 130 cancelled, 1 internal error.
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from pathlib import Path
 
 from backend import __version__
 from backend.infra.errors import Cancelled, LoopscapeError
-from backend.infra.events import EventSink
 from backend.job import DEVICES, PATH_PRESETS, QUALITIES, JobSpec
 from contract import protocol
 
@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--png-frames", action="store_true", default=None, help="also write frames/NNNN.png")
     g.add_argument("--no-mom3d", dest="mom3d", action="store_false", default=None,
                    help="ablation: use the per-view flows as they are, without 3D motion optimisation")
+    run.add_argument("--events", choices=("auto", "human", "json"), default="auto",
+                     help="stdout: a live progress display (human), JSON lines (json), or human on a terminal "
+                          "and json otherwise (auto, the default)")
 
     sub.add_parser("info", help="print the backend's versions and devices as JSON (used by Blender's check)")
     return parser
@@ -166,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(info()))
         return 0
 
-    events = EventSink()
+    from backend.infra.progress_display import make_sink, plan_job
+
+    events = make_sink(args.events)  # JSON lines, or a live display when a person watches
 
     def on_signal(signum, _frame):
         raise Cancelled(f"cancelled by signal {signum}")
@@ -175,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         job = job_from_args(args)
+        plan_job(events, job)
         from backend.pipeline import run_job
 
         result_path = run_job(job, Path(args.out), events)

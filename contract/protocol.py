@@ -40,3 +40,5 @@ KEY_TIMINGS = "timings"
 KEY_METRICS = "metrics"
 KEY_WARNINGS = "warnings"
 KEY_JOB = "job"
+KEY_PREVIEW = "preview"  # preview.png: the contact sheet
+KEY_PREVIEW_ANIM = "preview_anim"  # preview.webp: the path video, looping

@@ -154,11 +154,23 @@ class LOOPSCAPE_PT_result(_Sidebar, bpy.types.Panel):
                         text="Re-import Result" if props.result_object else "Import Result")
         if props.result_dir:
             layout.label(text=props.result_dir)
+            _draw_preview(layout, context.scene)
         row = layout.row(align=True)
         row.operator("loopscape.play_video", icon="FILE_MOVIE", text="Video")
         row.operator("loopscape.open_output", icon="FILE_FOLDER", text="Folder")
         if props.result_object is not None:
             layout.prop(props, "result_object", text="")
+
+
+def _draw_preview(layout, scene) -> None:
+    """The result's contact sheet (preview.png) as a large icon, and a button that opens it full size."""
+    from ..blender_addon.result_preview import current_preview
+
+    icon, path = current_preview(scene)
+    if icon:
+        layout.template_icon(icon_value=icon, scale=10.0)
+    if path is not None:
+        layout.operator("wm.path_open", text="Open Preview", icon="IMAGE_DATA").filepath = str(path)
 
 
 def _wrap(text: str, width: int) -> list[str]:

@@ -71,7 +71,9 @@ def save_png(path: str | Path, rgb: np.ndarray) -> None:
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise ValueError(f"save_png expects (H, W, 3), got {arr.shape}")
     if arr.dtype != np.uint8:
-        arr = np.round(np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+        from backend.io.video import to_uint8
+
+        arr = to_uint8(arr)
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr[:, :, ::-1]))
     if not ok:  # pragma: no cover - OpenCV only fails here on absurd sizes
         raise LoopscapeError(f"could not encode PNG for {path}.", "Check the image size.")

@@ -1,8 +1,9 @@
 """Stage ``export``: the result's files, staged for the atomic publish.
 
 Per-frame 3DGS PLY files (frame N too, as ``loop_end.ply``, for anyone checking the loop
-closure), the path video, the input-view video, PNG frames on request, and one time-sampled USD
-point stream for Blender. Returns the result.json entries for those files.
+closure), the path video, the input-view video, PNG frames on request, one time-sampled USD
+point stream for Blender, and the contact sheet ``preview.png`` with its looping ``preview.webp``.
+Returns the result.json entries for those files.
 """
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from pathlib import Path
 
 from contract import protocol
 
-INPUTS = ("gaussians3d", "gaussians4d", "validate", "render")
+INPUTS = ("image", "motion", "gaussians3d", "gaussians4d", "validate", "render")
 
 
-def run(ctx, gaussians3d, gaussians4d, validate, render) -> dict:
+def run(ctx, image, motion, gaussians3d, gaussians4d, validate, render) -> dict:
+    from backend.io.contact_sheet import job_summary, write_previews
     from backend.io.ply import write_gaussians_ply
     from backend.io.video import write_mp4, write_png_frames
 
@@ -50,6 +52,9 @@ def run(ctx, gaussians3d, gaussians4d, validate, render) -> dict:
                          frame_start=protocol.USD_FRAME_START)
         result[protocol.KEY_USD] = "scene.usdc"
         result[protocol.KEY_USD_FRAME_START] = protocol.USD_FRAME_START
+    W, H = image.image.size
+    result.update(write_previews(staging, image.rgb, render.frames, job.fps, motion,
+                                 None if validate is None else validate.frames[:-1], job_summary(job, W, H)))
     return result
 
 

@@ -27,6 +27,7 @@ def params(ctx) -> dict:
 
 
 def run(ctx, image, gaussians3d, gaussians4d) -> PathVideo:
+    from backend.io.video import to_uint8  # the one clipping float->uint8 conversion of every frame writer
     from backend.render.fill import composite_over_fill
 
     cams = camera_path(ctx.job, image.camera)
@@ -38,7 +39,7 @@ def run(ctx, image, gaussians3d, gaussians4d) -> PathVideo:
         for i, c in enumerate(cams):
             r = loop.render(i, c, background=bg) if loop is not None else still.render(c, background=bg)
             rgb, u = composite_over_fill(r.rgb.cpu().numpy(), r.alpha.cpu().numpy(), r.depth.cpu().numpy())
-            frames.append((rgb * 255 + 0.5).astype(np.uint8))
+            frames.append(to_uint8(rgb))
             uncovered.append(u)
             ctx.events.progress("render", (i + 1) / len(cams))
     return PathVideo(frames, uncovered)
