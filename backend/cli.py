@@ -12,10 +12,12 @@ import sys
 import traceback
 from pathlib import Path
 
-from backend import __version__
+from backend import __version__, cancel
 from backend.errors import Cancelled, LoopscapeError
 from backend.events import EventSink
 from backend.job import DEVICES, PATH_PRESETS, QUALITIES, JobSpec
+from backend.publish import disk_full_cause, disk_full_error, estimate_run_bytes, out_lock
+from backend.validate_inputs import check_out_dir
 
 EPILOG = """\
 examples:
@@ -166,29 +168,39 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     events = EventSink()
-
-    def on_signal(signum, _frame):
-        raise Cancelled(f"cancelled by signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    cancel.install()  # a second signal must not interrupt the cleanup of the first
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past ulimit -f a write must fail (EFBIG), not kill us
     try:
-        job = job_from_args(args)
-        from backend.pipeline import run_job
+        try:
+            out = check_out_dir(args.out)  # before --demo writes its inputs there
+            with out_lock(out):
+                job = job_from_args(args)
+                from backend.pipeline import run_job
 
-        result_path = run_job(job, Path(args.out), events)
+                result_path = run_job(job, out, events)
+        finally:
+            cancel.settle()  # from here on we only report; signals change nothing
     except LoopscapeError as exc:
-        events.emit("error", message=str(exc), kind="input")
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _input_error(events, exc)
     except Cancelled as exc:
         events.emit("error", message="Cancelled; no result was written.", kind="cancelled")
         print(f"cancelled: {exc}", file=sys.stderr)
         return 130
-    except Exception as exc:  # an internal bug: say so, keep the traceback on stderr for the log
-        traceback.print_exc()
+    except Exception as exc:
+        cause = disk_full_cause(exc)
+        if cause is not None:  # e.g. while --demo writes its inputs, before run_job can say more
+            needed = estimate_run_bytes(args.max_side or 512, args.frames or 60, True, 13)
+            return _input_error(events, disk_full_error(cause, Path(args.out).resolve(), needed))
+        traceback.print_exc()  # an internal bug: say so, keep the traceback on stderr for the log
         events.emit("error", message=f"Internal error: {type(exc).__name__}: {exc}. See the log for the traceback.",
                     kind="internal")
         return 1
     events.emit("done", result=str(result_path))
     return 0
+
+
+def _input_error(events: EventSink, exc: LoopscapeError) -> int:
+    events.emit("error", message=str(exc), kind="input")
+    print(f"error: {exc}", file=sys.stderr)
+    return 2

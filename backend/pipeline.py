@@ -1,13 +1,13 @@
 """The orchestrator: runs the stages of a job, caches their artifacts, writes the result atomically.
 
 Every output is first written into a private staging folder inside OUT. Only when every stage
-has succeeded are the files moved into OUT, and ``result.json`` is written last; a failed or
-cancelled run removes its staging folder and leaves an earlier result untouched.
+has succeeded are the files swapped into OUT (backend/publish.py), ``result.json`` last; a failed
+or cancelled run removes its staging folder and leaves an earlier result byte for byte. Inputs
+are checked before any heavy stage (backend/validate_inputs.py).
 """
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,14 +18,15 @@ import numpy as np
 import torch
 
 from backend import __version__
-from backend.atomic import atomic_write_json
 from backend.camera import DEFAULT_FOV_DEG, Camera, intrinsics_from_fov
 from backend.errors import LoopscapeError
 from backend.events import EventSink
 from backend.job import JobSpec
+from backend.publish import (RESULT_NAME, disk_full_cause, disk_full_error, estimate_run_bytes, out_lock, publish, recover,
+                             staging_dir)
 from backend.stage_cache import StageCache, file_digest, make_key
+from backend.validate_inputs import check_out_dir, preflight
 
-RESULT_NAME = "result.json"
 USD_FRAME_START = 1  # Blender's first frame; the importer reads it from result.json
 TRAIN3D_RECIPE = "random-bg-1"  # bump when training changes, so cached 3D Gaussians are not reused
 
@@ -82,15 +83,7 @@ def configure_threads() -> int:
 
 
 def prepare_out_dir(out: Path) -> Path:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise LoopscapeError(f"Cannot write to the output folder {out} ({exc.strerror or exc}).",
-                             "Choose a folder you can write to with --out.") from exc
-    return out
+    return check_out_dir(out)
 
 
 def input_camera(job: JobSpec, original_size: tuple[int, int], working_size: tuple[int, int]) -> Camera:
@@ -110,35 +103,23 @@ def input_camera(job: JobSpec, original_size: tuple[int, int], working_size: tup
 def run_job(job: JobSpec, out: Path, events: EventSink, use_cache: bool = True) -> Path:
     """Run every stage of ``job`` and return the path of the finished ``result.json``."""
     out = prepare_out_dir(Path(out).resolve())
-    device = resolve_device(job.device)
-    threads = configure_threads()
-    events.log(f"torch uses {threads} CPU thread(s); set LOOPSCAPE_THREADS to change", stage="setup")
-    torch.manual_seed(job.seed)
-    np.random.seed(job.seed)
-    staging = out / f".staging-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
-    try:
-        result = _run_stages(job, out, staging, device, events, StageCache(out / "work" / "cache", use_cache))
-        return _publish(staging, out, result)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _publish(staging: Path, out: Path, result: dict) -> Path:
-    """Move the staged files into OUT, then write result.json last (atomically)."""
-    result_path = out / RESULT_NAME
-    result_path.unlink(missing_ok=True)  # while files are swapped, OUT must not look complete
-    for item in staging.iterdir():
-        target = out / item.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-        os.replace(item, target)
-    atomic_write_json(result_path, result)
-    return result_path
+    with out_lock(out):  # one writer per OUT; the swap in publish() keeps the old result until the end
+        recover(out, events)
+        device = resolve_device(job.device)
+        threads = configure_threads()
+        events.log(f"torch uses {threads} CPU thread(s); set LOOPSCAPE_THREADS to change", stage="setup")
+        torch.manual_seed(job.seed)
+        np.random.seed(job.seed)
+        try:
+            with staging_dir(out) as staging:
+                result = _run_stages(job, out, staging, device, events, StageCache(out / "work" / "cache", use_cache))
+                return publish(staging, out, result, events)
+        except Exception as exc:
+            cause = None if isinstance(exc, LoopscapeError) else disk_full_cause(exc)
+            if cause is None:
+                raise
+            needed = estimate_run_bytes(job.max_side, job.frames, job.has_motion, QUALITY_PRESETS[job.quality].n_views)
+            raise disk_full_error(cause, out, needed) from None
 
 
 def _run_stages(job: JobSpec, out: Path, staging: Path, device: torch.device, events: EventSink,
@@ -168,6 +149,7 @@ def _run_stages(job: JobSpec, out: Path, staging: Path, device: torch.device, ev
             motion_inputs = load_motion_inputs(
                 (W, H), img.original_size, mask_path=job.resolve(job.mask), labelme_path=job.resolve(job.labelme),
                 flow_path=job.resolve(job.flow), hints=job.hints, anchors=job.anchors, speed=job.speed, events=events)
+        checked = preflight(job, cam, motion_inputs)  # the rest of the input checks, before any heavy stage
     image_key = make_key(file_digest(image_path), W, H)
 
     with timer.stage("depth"):
@@ -220,7 +202,7 @@ def _run_stages(job: JobSpec, out: Path, staging: Path, device: torch.device, ev
                           metrics, cache, g_key)
 
     with timer.stage("render"):
-        path_cams = _camera_path(job, cam)
+        path_cams = checked.path_cams
         frames_rgb, uncovered = _render_path(gaussians, loop, path_cams, job.frames, device, events)
         metrics["path_uncovered_fraction_mean"] = round(float(np.mean(uncovered)), 5)
         metrics["path_uncovered_fraction_max"] = round(float(np.max(uncovered)), 5)
@@ -248,17 +230,6 @@ def _run_stages(job: JobSpec, out: Path, staging: Path, device: torch.device, ev
         "job": job.to_dict(),
     })
     return result
-
-
-def _camera_path(job: JobSpec, cam: Camera) -> list[Camera]:
-    from backend.camera_paths import PRESETS, load_path_json, preset_path
-
-    if isinstance(job.path, str) and job.path in PRESETS:
-        return preset_path(job.path, cam, n_frames=job.frames, scale=1.0)
-    src = job.resolve(job.path) if isinstance(job.path, str) else job.path
-    if isinstance(src, Path) and not src.is_file():
-        raise LoopscapeError(f"Camera path file not found: {src}.", "Pass a preset name or an existing path JSON.")
-    return load_path_json(src, cam.width, cam.height)
 
 
 def _render_path(gaussians, loop, cams: list[Camera], n_frames: int, device,
