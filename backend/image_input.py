@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,9 +98,12 @@ class _TooLarge(Exception):
 def _identify(data: bytes, path: Path) -> tuple[str, int]:
     """Return (format, EXIF orientation 1..8) or raise a user-facing error."""
     try:
-        with warnings.catch_warnings():  # the size is checked below against our own limit
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        # PIL's own bomb check fires inside open() without saying the size; ours below does.
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
             im = Image.open(io.BytesIO(data))
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
         with im:
             fmt = im.format or "?"
             w, h = im.size
@@ -113,9 +115,8 @@ def _identify(data: bytes, path: Path) -> tuple[str, int]:
                     orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1))
                 except Exception:  # a broken EXIF block should not reject a readable photo
                     orientation = 1
-    except (_TooLarge, Image.DecompressionBombError) as exc:
-        size = f"{exc.args[0]}x{exc.args[1]}" if isinstance(exc, _TooLarge) else "too many"
-        raise LoopscapeError(f"image {path.name} has {size} pixels, over the limit of {MAX_PIXELS / 1e6:.0f} megapixels.",
+    except _TooLarge as exc:
+        raise LoopscapeError(f"image {path.name} has {exc.args[0]}x{exc.args[1]} pixels, over the limit of {MAX_PIXELS / 1e6:.0f} megapixels.",
                              "Downscale the photo (a long side of 4096 px is plenty) and try again.") from None
     except UnidentifiedImageError:
         raise LoopscapeError(f"{path} is not a readable image (damaged or unknown format).", "Use a PNG or JPEG file.") from None

@@ -135,7 +135,7 @@ def _num(v: Any) -> bool:
 def check_camera_size(value: Any, where: str, hint: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or value != int(value) or not 1 <= value <= MAX_CAMERA_SIDE:
-        raise LoopscapeError(f"{where} must be a whole number of pixels between 1 and {MAX_CAMERA_SIDE}, "
+        raise LoopscapeError(f"{where} must be a positive whole number of pixels (at most {MAX_CAMERA_SIDE}), "
                              f"got {value!r:.40}.", hint)
     return int(value)
 
@@ -213,13 +213,31 @@ def camera_path(job: "JobSpec", cam: "Camera") -> "list[Camera]":
 
 # ----------------------------------------------------------------------------- motion and depth
 
+def _peak_speed(flow: np.ndarray) -> float:
+    """Largest vector length of an (H, W, 2) flow, in float64 so that 1e30 does not overflow."""
+    f = flow.astype(np.float64, copy=False)
+    return float(np.sqrt(np.max(f[..., 0] ** 2 + f[..., 1] ** 2))) if f.size else 0.0
+
+
+def check_flow_speed(flow: np.ndarray, name: str) -> None:
+    """A dense flow (H, W, 2) on its own grid: refuse before it is resized or used for the mask."""
+    fh, fw = flow.shape[:2]
+    limit = MAX_SPEED_FRACTION * max(fw, fh)
+    top = _peak_speed(flow)
+    if not top <= limit:
+        raise LoopscapeError(
+            f"The dense flow {name} moves up to {top:.3g} px per frame on its {fw}x{fh} grid, over "
+            f"{MAX_SPEED_FRACTION:.0%} of its size ({limit:.3g} px) per frame.",
+            "Give the flow in pixels per frame at the flow's own size (not per second, not normalised).")
+
+
 def check_motion_speed(inputs: "MotionInputs") -> None:
     """Refuse flows and arrows faster than ``MAX_SPEED_FRACTION`` of the long side per frame: such
     speeds are unit mistakes (px per second, a normalised flow) and tear the scene apart."""
     W, H = inputs.size
     limit = MAX_SPEED_FRACTION * max(W, H)
-    if inputs.flow is not None and inputs.flow.size:
-        top = float(np.sqrt(np.max(np.sum(np.square(inputs.flow.astype(np.float64)), axis=2))))
+    if inputs.flow is not None:
+        top = _peak_speed(inputs.flow)
         if not top <= limit:
             raise LoopscapeError(
                 f"The dense flow moves up to {top:.3g} px per frame at the {W}x{H} working size, over "
