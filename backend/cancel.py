@@ -7,7 +7,8 @@ left behind, a half-rolled-back publish, a traceback from an atexit hook). So:
 * the first signal raises ``Cancelled`` unless a ``shielded()`` block is running, in which case it
   is only recorded and ``checkpoint()`` raises it at a safe point;
 * every later signal is recorded and ignored;
-* ``settle()`` (the CLI calls it when it starts reporting) makes every further signal a no-op.
+* ``settle()`` (the CLI calls it when it starts reporting) ignores every further signal, through
+  interpreter shutdown too.
 """
 from __future__ import annotations
 
@@ -71,5 +72,11 @@ def shielded() -> Iterator[None]:
 
 
 def settle() -> None:
-    """From now on signals change nothing: the process is reporting its outcome and exiting."""
+    """From now on signals change nothing: the process is reporting its outcome and exiting.
+
+    SIG_IGN, not just a flag: interpreter shutdown puts Python-level handlers back to SIG_DFL
+    (a late SIGTERM then kills the process with -15 instead of exit code 130) but keeps SIG_IGN.
+    """
     _state.settled = True
+    for s in SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
