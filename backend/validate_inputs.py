@@ -188,6 +188,9 @@ def check_path_frame(K: np.ndarray, w2c: np.ndarray, width: int, height: int, wh
     """A path frame: a plausible pinhole K and an invertible rigid world-to-camera with a bounded
     translation (the matrices are already finite 3x3 and 4x4)."""
     check_intrinsics(K.tolist(), width, height, f"{where} K", "Export K in pixels for the path's width and height.")
+    if np.abs(w2c[:3, :3]).max() > 1.0 + 1e-4:  # a rotation's entries are cosines; also keeps R @ R.T finite
+        raise LoopscapeError(f"{where} w2c rotation has entries beyond 1, so it is not a proper rotation "
+                             "(scaled, sheared or mirrored).", "Remove object scale from the camera and export again.")
     t = w2c[:3, 3]
     if np.abs(t).max() > MAX_TRANSLATION:
         raise LoopscapeError(f"{where} w2c translation {t.tolist()} is beyond {MAX_TRANSLATION:g} scene units.",
