@@ -154,7 +154,7 @@ def check_intrinsics(K: Any, width: int, height: int, where: str, hint: str) -> 
                                  f"be between {MIN_FOCAL_FACTOR * side:g} and {MAX_FOCAL_FACTOR * side:g} px.", hint)
     if not np.allclose(k[2], [0.0, 0.0, 1.0], atol=1e-6):
         raise LoopscapeError(f"{where} last row is {k[2].tolist()}, expected [0, 0, 1].", hint)
-    if k[1, 0] != 0.0 or abs(k[0, 2]) > 100 * side or abs(k[1, 2]) > 100 * side:
+    if abs(k[1, 0]) > 1e-6 * side or abs(k[0, 2]) > 100 * side or abs(k[1, 2]) > 100 * side:
         raise LoopscapeError(f"{where} is not a pinhole intrinsics matrix [[fx, s, cx], [0, fy, cy], [0, 0, 1]] "
                              f"with the principal point near the image.", hint)
     return k
@@ -172,9 +172,14 @@ def check_camera(cam: Any) -> None:
     if "fov_deg" in cam and not (_num(cam["fov_deg"]) and 1 <= cam["fov_deg"] <= 179):
         raise LoopscapeError(f"Job field 'camera.fov_deg' is {cam['fov_deg']!r:.40}; expected a field of view in "
                              "degrees between 1 and 179.", hint)
-    if "fov_deg" in cam and "K" not in cam and not {"width", "height"} & set(cam):
+    if "K" not in cam:
+        if "fov_deg" not in cam:
+            raise LoopscapeError("Job field 'camera' has neither 'K' nor 'fov_deg'.", hint)
+        for k in ("width", "height"):
+            if k in cam:
+                check_camera_size(cam[k], f"Job field 'camera.{k}'", hint)
         return
-    for k in ("K", "width", "height"):
+    for k in ("width", "height"):
         if k not in cam:
             raise LoopscapeError(f"Job field 'camera' lacks '{k}'.", hint)
     w = check_camera_size(cam["width"], "Job field 'camera.width'", hint)

@@ -182,8 +182,9 @@ def test_decompression_bomb(tmp_path, capsys):
                          "20000x20000", "megapixels")
 
 
-@pytest.mark.parametrize("size, max_side", [((10000, 16), "512"), ((W0, H0), "8"), ((W0, H0), "1")])
-def test_working_image_too_small(inputs, tmp_path, capsys, size, max_side):
+@pytest.mark.parametrize("size, max_side, motion", [((10000, 16), "512", False), ((W0, H0), "8", True),
+                                                   ((W0, H0), "1", True), ((W0, H0), "12", False)])
+def test_working_image_too_small(inputs, tmp_path, capsys, size, max_side, motion):
     if size == (W0, H0):
         photo = inputs["photo"]
     else:
@@ -191,8 +192,8 @@ def test_working_image_too_small(inputs, tmp_path, capsys, size, max_side):
         cv2.imwrite(str(photo), np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
     out = tmp_path / "o"
     args = [a if a != "64" else max_side for a in TINY]
-    run = run_inprocess(capsys, "run", "--image", str(photo), "--mask", str(inputs["mask"]), "--hint", "10,80,110,80",
-                        *args, "--out", str(out))
+    extra = ["--mask", str(inputs["mask"]), "--hint", "10,80,110,80"] if motion else []
+    run = run_inprocess(capsys, "run", "--image", str(photo), *extra, *args, "--out", str(out))
     msg = assert_clean_failure(run, out, "under 16 px")
     assert "mask is empty" not in msg
 
