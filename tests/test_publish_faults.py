@@ -378,3 +378,20 @@ def test_negated_flow_into_the_same_out_moves_the_other_way(shared_scenes, tmp_p
     second = mean_step(out)
     assert np.abs(first).max() > 0
     np.testing.assert_allclose(second, -first, rtol=0.25, atol=0.1 * np.abs(first).max())
+
+
+def test_disk_full_message_names_folder_need_and_free_space(tmp_path):
+    import errno
+
+    try:
+        with open(tmp_path / "x", "wb"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "video.mp4"))
+    except OSError as inner:
+        try:
+            raise RuntimeError("ffmpeg failed") from inner  # wrapped by a library
+        except RuntimeError as outer:
+            cause = publish.disk_full_cause(outer)
+    assert cause is not None and cause.errno == errno.ENOSPC
+    msg = str(publish.disk_full_error(cause, tmp_path, 123_000_000))
+    assert str(tmp_path) in msg and "video.mp4" in msg and "about 123.0 MB" in msg and "is free" in msg
+    assert publish.disk_full_cause(LoopscapeError("x")) is None
