@@ -15,7 +15,6 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from backend.camera import Camera
 from backend.camera_paths import load_path_json
 from backend.errors import LoopscapeError
 from backend.job import JobSpec
