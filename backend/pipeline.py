@@ -22,7 +22,8 @@ from backend.camera import DEFAULT_FOV_DEG, Camera, intrinsics_from_fov
 from backend.errors import LoopscapeError
 from backend.events import EventSink
 from backend.job import JobSpec
-from backend.publish import (RESULT_NAME, disk_full_cause,  # noqa: F401 (RESULT_NAME: re-exported) disk_full_error, estimate_run_bytes, out_lock, publish, recover,
+from backend.publish import RESULT_NAME  # noqa: F401  (re-exported: it used to live here)
+from backend.publish import (disk_full_cause, disk_full_error, estimate_run_bytes, out_lock, publish, recover,
                              staging_dir)
 from backend.stage_cache import StageCache, file_digest, make_key
 from backend.validate_inputs import check_out_dir, preflight
