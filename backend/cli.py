@@ -14,7 +14,11 @@ import traceback
 from pathlib import Path
 
 from backend import __version__
+from backend.infra import cancel
 from backend.infra.errors import Cancelled, LoopscapeError
+from backend.infra.events import EventSink
+from backend.io.input_checks import check_out_dir
+from backend.io.publish import disk_full_cause, disk_full_error, estimate_run_bytes, out_lock
 from backend.job import DEVICES, PATH_PRESETS, QUALITIES, JobSpec
 from contract import protocol
 
@@ -172,30 +176,40 @@ def main(argv: list[str] | None = None) -> int:
     from backend.infra.progress_display import make_sink, plan_job
 
     events = make_sink(args.events)  # JSON lines, or a live display when a person watches
-
-    def on_signal(signum, _frame):
-        raise Cancelled(f"cancelled by signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    cancel.install()  # a second signal must not interrupt the cleanup of the first
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past ulimit -f a write must fail (EFBIG), not kill us
     try:
-        job = job_from_args(args)
-        plan_job(events, job)
-        from backend.pipeline import run_job
+        try:
+            out = check_out_dir(args.out)  # before --demo writes its inputs there
+            with out_lock(out):
+                job = job_from_args(args)
+                plan_job(events, job)
+                from backend.pipeline import run_job
 
-        result_path = run_job(job, Path(args.out), events)
+                result_path = run_job(job, out, events)
+        finally:
+            cancel.settle()  # from here on we only report; signals change nothing
     except LoopscapeError as exc:
-        events.emit(protocol.ERROR, message=exc.message, hint=exc.hint, kind="input")
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _input_error(events, exc)
     except Cancelled as exc:
         events.emit(protocol.ERROR, message="Cancelled; no result was written.", hint="", kind="cancelled")
         print(f"cancelled: {exc}", file=sys.stderr)
         return 130
-    except Exception as exc:  # an internal bug: say so, keep the traceback on stderr for the log
-        traceback.print_exc()
+    except Exception as exc:
+        cause = disk_full_cause(exc)
+        if cause is not None:  # e.g. while --demo writes its inputs, before run_job can say more
+            needed = estimate_run_bytes(args.max_side or 512, args.frames or 60, True, 13)
+            return _input_error(events, disk_full_error(cause, Path(args.out).resolve(), needed))
+        traceback.print_exc()  # an internal bug: say so, keep the traceback on stderr for the log
         events.emit(protocol.ERROR, message=f"Internal error: {type(exc).__name__}: {exc}.",
                     hint="See the log for the traceback, and report it with the job file.", kind="internal")
         return 1
     events.emit(protocol.DONE, result=str(result_path))
     return 0
+
+
+def _input_error(events: EventSink, exc: LoopscapeError) -> int:
+    events.emit(protocol.ERROR, message=exc.message, hint=exc.hint, kind="input")
+    print(f"error: {exc}", file=sys.stderr)
+    return 2

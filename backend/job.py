@@ -5,18 +5,20 @@ reported as a LoopscapeError naming the field, what was wrong, and what is expec
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from backend.infra.errors import LoopscapeError
+from backend.io.input_checks import check_camera, check_json_structure, load_json_file
 from backend.stages.depth import DEFAULT_MODEL as DEFAULT_DEPTH_MODEL
+from backend.stages.depth import FILE_EXTS as DEPTH_FILE_EXTS
 from contract.camera import DEFAULT_PATH, PATH_PRESETS
 from contract.quality import DEFAULT_QUALITY, QUALITIES
 
 DEVICES = ("auto", "cpu", "cuda")
+MAX_COORD = 1e6  # hint/anchor coordinates, input pixels
 
 
 @dataclass
@@ -49,6 +51,7 @@ class JobSpec:
         if not isinstance(data, dict):
             raise LoopscapeError(f"The job must be a JSON object, not {type(data).__name__}.",
                                  "See docs/DESIGN.md for the job format.")
+        check_json_structure(data, "The job", "Fix the job file or the matching command-line flag.")
         known = {f.name for f in fields(cls)} - {"base_dir"}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -65,10 +68,7 @@ class JobSpec:
         path = Path(path)
         if not path.is_file():
             raise LoopscapeError(f"Job file not found: {path}.", "Check the path to the job JSON.")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise LoopscapeError(f"Job file {path} is not valid JSON ({exc}).", "Fix the file or regenerate it.") from exc
+        data = load_json_file(path, f"Job file {path}", "Fix the file or regenerate it.")
         return cls.from_dict(data, base_dir=path.resolve().parent)
 
     def to_dict(self) -> dict:
@@ -94,6 +94,8 @@ class JobSpec:
         _enum(self, "device", DEVICES)
         _enum(self, "depth_kind", ("depth", "disparity"))
         _type(self, "depth", str)
+        if self.depth not in ("auto", "model", "prior") and not self.depth.lower().endswith(DEPTH_FILE_EXTS):
+            _bad("depth", self.depth, "auto, model, prior or the path of a .npy, .png or .exr depth file")
         _type(self, "depth_model", str)
         _int(self, "frames", 1, 100_000)
         _int(self, "max_side", 1, 16384, hint="--max-side must be a positive number of pixels, e.g. 512.")
@@ -179,25 +181,10 @@ def _number(job: JobSpec, name: str, lo: float, hi: float) -> None:
 
 
 def _point(p: Any, name: str) -> None:
-    if not (isinstance(p, (list, tuple)) and len(p) == 2 and all(_is_num(c) for c in p)):
-        _bad(name, p, "a point [x, y] in input-image pixels")
+    # Bounded: coordinates near 1e300 overflow to inf/NaN in the motion fit instead of failing here.
+    if not (isinstance(p, (list, tuple)) and len(p) == 2 and all(_is_num(c) and abs(c) <= MAX_COORD for c in p)):
+        _bad(name, p, f"a point [x, y] in input-image pixels, each within +-{MAX_COORD:.0e}")
 
 
 def _validate_camera(cam: Any) -> None:
-    if not isinstance(cam, dict):
-        _bad("camera", cam, "an object with K, width, height, or with fov_deg")
-    if "fov_deg" in cam:
-        if not _is_num(cam["fov_deg"]) or not 1 <= cam["fov_deg"] <= 179:
-            _bad("camera.fov_deg", cam["fov_deg"], "a field of view in degrees between 1 and 179")
-        return
-    for k in ("K", "width", "height"):
-        if k not in cam:
-            raise LoopscapeError(f"Job field 'camera' lacks '{k}'.", "Give camera {K, width, height} or {fov_deg}.")
-    K = cam["K"]
-    if not (isinstance(K, list) and len(K) == 3 and all(isinstance(r, list) and len(r) == 3 and all(_is_num(c) for c in r) for r in K)):
-        _bad("camera.K", K, "a 3x3 list of numbers (pixels)")
-    if K[0][0] <= 0 or K[1][1] <= 0:
-        _bad("camera.K", K, "positive focal lengths fx, fy")
-    for k in ("width", "height"):
-        if not isinstance(cam[k], int) or isinstance(cam[k], bool) or cam[k] <= 0:
-            _bad(f"camera.{k}", cam[k], "a positive integer")
+    check_camera(cam)

@@ -4,7 +4,7 @@ Read it top to bottom: ``STAGES`` is the pipeline. Each stage is one module unde
 ``backend/stages`` named after it (the names are ``contract.protocol.STAGES``), with
 
 - ``INPUTS``: the artifacts its ``run`` takes, by name (a stage's artifact is named after it;
-  ``load`` makes ``image``, ``mask`` and ``motion``);
+  ``load`` makes ``image``, ``mask``, ``motion`` and ``path``);
 - ``run(ctx, **inputs)``: the work, returning the stage's artifact;
 - optionally ``params(ctx)``: the job and preset values it reads, ``CACHED = True`` when its
   artifact is worth keeping in the work folder, and ``report(artifact)``: its result.json metrics.
@@ -13,13 +13,13 @@ Cache keys are derived, never written by hand: a stage's key hashes its name, it
 its inputs' keys, and the ``load`` artifacts are keyed by their content.
 
 Every output is first written into a private staging folder inside OUT. Only when every stage
-has succeeded are the files moved into OUT, and ``result.json`` is written last; a failed or
-cancelled run removes its staging folder and leaves an earlier result untouched.
+has succeeded are the files swapped into OUT (``io/publish.py``), ``result.json`` last; a failed
+or cancelled run removes its staging folder and leaves an earlier result byte for byte. One run
+writes into OUT at a time (a lock). Inputs are checked at the end of ``load``, before any heavy
+stage (``io/input_checks.py``).
 """
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,7 +35,8 @@ from backend.infra.cache import StageCache, content_digest, make_key
 from backend.infra.device import configure_threads, resolve_device
 from backend.infra.errors import LoopscapeError
 from backend.infra.events import EventSink
-from backend.io.atomic import atomic_write_json
+from backend.io.input_checks import check_out_dir
+from backend.io.publish import disk_full_cause, disk_full_error, estimate_run_bytes, out_lock, publish, recover, staging_dir
 from backend.job import JobSpec
 from backend.stages import (depth, export, flows, gaussians3d, gaussians4d, lift, load, loop2d, mom3d, multiview, render,
                             validate)
@@ -79,39 +80,31 @@ class StageTimer:
         self.events.progress(name, 1.0, seconds=self.timings[name])
 
 
-def prepare_out_dir(out: Path) -> Path:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise LoopscapeError(f"Cannot write to the output folder {out} ({exc.strerror or exc}).",
-                             "Choose a folder you can write to with --out.") from exc
-    return out
-
-
 def run_job(job: JobSpec, out: Path, events: EventSink, use_cache: bool = True) -> Path:
     """Run every stage of ``job`` and return the path of the finished ``result.json``."""
-    out = prepare_out_dir(Path(out).resolve())
-    device = resolve_device(job.device)
-    threads = configure_threads()
-    events.log(f"torch uses {threads} CPU thread(s); set LOOPSCAPE_THREADS to change", stage=protocol.SETUP)
-    events.log(f"device {device}, quality {job.quality}, {job.frames} frames", stage=protocol.SETUP)
-    torch.manual_seed(job.seed)
-    np.random.seed(job.seed)
-    staging = out / f".staging-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
-    try:
-        ctx = StageContext(job, device, events, staging, PRESETS[job.quality])
-        cache = StageCache(out / "work" / "cache", use_cache)
-        timer = StageTimer(events)
-        artifacts = run_stages(ctx, cache, timer)
-        return _publish(staging, out, _result_index(ctx, artifacts, timer, cache))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    out = check_out_dir(Path(out).resolve())
+    with out_lock(out):  # one writer per OUT; the swap in publish() keeps the old result until the end
+        recover(out, events)
+        device = resolve_device(job.device)
+        threads = configure_threads()
+        events.log(f"torch uses {threads} CPU thread(s); set LOOPSCAPE_THREADS to change", stage=protocol.SETUP)
+        events.log(f"device {device}, quality {job.quality}, {job.frames} frames", stage=protocol.SETUP)
+        torch.manual_seed(job.seed)
+        np.random.seed(job.seed)
+        preset = PRESETS[job.quality]
+        try:
+            with staging_dir(out) as staging:
+                ctx = StageContext(job, device, events, staging, preset)
+                cache = StageCache(out / "work" / "cache", use_cache)
+                timer = StageTimer(events)
+                artifacts = run_stages(ctx, cache, timer)
+                return publish(staging, out, _result_index(ctx, artifacts, timer, cache), events)
+        except Exception as exc:
+            cause = None if isinstance(exc, LoopscapeError) else disk_full_cause(exc)
+            if cause is None:
+                raise
+            raise disk_full_error(cause, out, estimate_run_bytes(job.max_side, job.frames, job.has_motion,
+                                                                 preset.n_views)) from None
 
 
 def run_stages(ctx: StageContext, cache: StageCache, timer: StageTimer) -> dict[str, Any]:
@@ -166,18 +159,3 @@ def _result_index(ctx: StageContext, artifacts: dict[str, Any], timer: StageTime
         "cache_hits": cache.hits,
         protocol.KEY_JOB: job.to_dict(),
     }
-
-
-def _publish(staging: Path, out: Path, result: dict) -> Path:
-    """Move the staged files into OUT, then write result.json last (atomically)."""
-    result_path = out / protocol.RESULT_NAME
-    result_path.unlink(missing_ok=True)  # while files are swapped, OUT must not look complete
-    for item in staging.iterdir():
-        target = out / item.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-        os.replace(item, target)
-    atomic_write_json(result_path, result)
-    return result_path

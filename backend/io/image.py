@@ -7,6 +7,7 @@ OpenCV (keeps 16 bits); Pillow only identifies the format and reads the EXIF tag
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from backend.io.atomic import atomic_path
 from backend.infra.errors import LoopscapeError
 
 MIN_SIDE = 16  # smaller images cannot carry a landscape, and break the depth/flow stages
+MIN_WORKING_SIDE = 16  # after --max-side: SSIM's 11-px window and the flow pyramids need this much
+MAX_WORKING_SIDE = 16384  # the job's max_side bound
+MAX_PIXELS = 2**27  # ~134 megapixels (a 16-bit RGB decode of this is 800 MB); checked from the header
 SUPPORTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG"}  # MPO = JPEG from some cameras
 _EXIF_ORIENTATION = 0x0112
 
@@ -61,6 +65,14 @@ def load_image(path: str | Path, max_side: int | None = None) -> InputImage:
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         rgb = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA)
         scale = nw / w if w >= h else nh / h  # the exact ratio along the long side after rounding
+    if min(rgb.shape[:2]) < MIN_WORKING_SIDE:
+        ww, wh = rgb.shape[1], rgb.shape[0]
+        need = math.ceil(MIN_WORKING_SIDE * max(w, h) / min(w, h))
+        raise LoopscapeError(
+            f"image {path.name} is {w}x{h}; at --max-side {max_side} it is worked on at {ww}x{wh}, under "
+            f"{MIN_WORKING_SIDE} px on a side.",
+            f"Raise --max-side to at least {need}, or crop the photo to a less extreme shape." if need <= MAX_WORKING_SIDE
+            else "Crop the photo to a less extreme shape (e.g. 3:1 or squarer).")
     rgb = np.clip(np.ascontiguousarray(rgb, dtype=np.float32), 0.0, 1.0)
     return InputImage(rgb=rgb, path=path, original_size=(w, h), scale=float(scale))
 
@@ -81,17 +93,33 @@ def save_png(path: str | Path, rgb: np.ndarray) -> None:
         tmp.write_bytes(buf.tobytes())
 
 
+class _TooLarge(Exception):
+    pass
+
+
 def _identify(data: bytes, path: Path) -> tuple[str, int]:
     """Return (format, EXIF orientation 1..8) or raise a user-facing error."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        # PIL's own bomb check fires inside open() without saying the size; ours below does.
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            im = Image.open(io.BytesIO(data))
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+        with im:
             fmt = im.format or "?"
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise _TooLarge(w, h)
             orientation = 1
             if fmt in SUPPORTED_FORMATS:
                 try:
                     orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1))
                 except Exception:  # a broken EXIF block should not reject a readable photo
                     orientation = 1
+    except _TooLarge as exc:
+        raise LoopscapeError(f"image {path.name} has {exc.args[0]}x{exc.args[1]} pixels, over the limit of {MAX_PIXELS / 1e6:.0f} megapixels.",
+                             "Downscale the photo (a long side of 4096 px is plenty) and try again.") from None
     except UnidentifiedImageError:
         raise LoopscapeError(f"{path} is not a readable image (damaged or unknown format).", "Use a PNG or JPEG file.") from None
     except OSError as exc:

@@ -20,8 +20,9 @@ import cv2
 import numpy as np
 
 from backend.infra.errors import LoopscapeError
-from contract.labelme import read_labelme
 from backend.infra.events import EventSink
+from backend.io.input_checks import check_flow_speed
+from contract.labelme import read_labelme
 
 ARROW_FRAMES = 50.0  # an arrow of length L means L / 50 px per frame (prior tools' convention)
 FLOW_MASK_MIN = 1e-2  # px/frame below which a dense flow counts as static when it defines the mask
@@ -205,6 +206,7 @@ def _load_flow(path: Path, W: int, H: int) -> np.ndarray:
     a = a.astype(np.float32)
     if not np.isfinite(a).all():
         raise LoopscapeError(f"flow {path} contains NaN or infinite values.", "Replace them (e.g. with 0 for static pixels) and save again.")
+    check_flow_speed(a, path.name)  # before the resize and the mask threshold square it
     fh, fw = a.shape[:2]
     if (fw, fh) != (W, H):
         shrinking = fw >= W and fh >= H

@@ -6,15 +6,15 @@ given (input) camera, whose pose is the identity in the backend world.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from backend.model.camera import Camera
 from backend.infra.errors import LoopscapeError
+from backend.io.input_checks import check_camera_size, check_json_structure, check_path_frame, load_json_file
+from backend.model.camera import Camera
 from contract import camera as contract_camera
 from contract.camera import PATH_PRESETS
 
@@ -47,7 +47,7 @@ def preset_path(name: str, camera: Camera, n_frames: int | None = None, scale: f
 def _matrix(value: Any, shape: tuple[int, int], where: str) -> np.ndarray:
     try:
         m = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise LoopscapeError(f"{where} is not a numeric matrix.",
                              f"Give it as a nested list of numbers, shape {shape[0]}x{shape[1]}.") from None
     if m.shape != shape:
@@ -59,10 +59,7 @@ def _matrix(value: Any, shape: tuple[int, int], where: str) -> np.ndarray:
 
 
 def _size(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
-        raise LoopscapeError(f"{where} must be a positive whole number of pixels, got {value!r}.",
-                             "Give the resolution the intrinsics K refer to.")
-    return int(value)
+    return check_camera_size(value, where, "Give the resolution the intrinsics K refer to.")
 
 
 def load_path_json(path_or_dict: str | Path | dict | list, working_width: int, working_height: int) -> list[Camera]:
@@ -76,12 +73,11 @@ def load_path_json(path_or_dict: str | Path | dict | list, working_width: int, w
     src = "camera path"
     if isinstance(data, (str, Path)):
         src = f"camera path {Path(data).name}"
-        try:
-            data = json.loads(Path(data).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise LoopscapeError(f"{src} does not exist.", "Check the path in the job file.") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise LoopscapeError(f"{src} is not valid JSON ({e}).", "Export the camera path again.") from None
+        if not Path(data).exists():
+            raise LoopscapeError(f"{src} does not exist.", "Check the path in the job file.")
+        data = load_json_file(Path(data), src, "Export the camera path again.")
+    else:
+        check_json_structure(data, src, "Export the camera path again.")
     if isinstance(data, list):
         width, height, frames = working_width, working_height, data
     elif isinstance(data, dict):
@@ -113,6 +109,7 @@ def load_path_json(path_or_dict: str | Path | dict | list, working_width: int, w
         if K[0, 0] <= 0 or K[1, 1] <= 0 or not np.allclose(K[2], [0, 0, 1], atol=1e-6):
             raise LoopscapeError(f"{where} K is not a pinhole intrinsics matrix (fx, fy > 0, last row 0 0 1).",
                                  "Export K in pixels for the given width and height.")
+        check_path_frame(K, w2c, width, height, where)
         if not np.allclose(w2c[3], [0, 0, 0, 1], atol=1e-6):
             raise LoopscapeError(f"{where} w2c last row is {w2c[3].tolist()}, expected [0, 0, 0, 1].",
                                  "Give a rigid 4x4 world-to-camera matrix.")

@@ -65,7 +65,7 @@ from backend.infra.events import EventSink
 FAR_SHELL_MAX = 20.0  # cap on the far shell, in units of the near content (10th percentile = 1)
 DEFAULT_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
 NEAR_ZERO_DISPARITY = 0.02  # disparity below this fraction of its 99th percentile counts as infinity
-_FILE_EXTS = (".npy", ".png", ".exr")
+FILE_EXTS = (".npy", ".png", ".exr")
 
 
 @dataclass
@@ -301,7 +301,7 @@ def read_depth_file(path: str | Path) -> np.ndarray:
     if not p.exists():
         raise LoopscapeError(f"depth file not found: {p}.", "Check the path, or use --depth auto to estimate depth.")
     ext = p.suffix.lower()
-    if ext not in _FILE_EXTS:
+    if ext not in FILE_EXTS:
         raise LoopscapeError(f"depth file {p.name} has an unsupported type {ext or '(none)'}.", "Use .npy, 16-bit .png or .exr.")
     if ext == ".npy":
         try:

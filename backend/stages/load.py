@@ -1,8 +1,9 @@
 """Stage ``load``: the photo at the working size, its camera, and the motion inputs.
 
-Produces three artifacts so that later stages depend on exactly what they read: ``image`` (the
-photo and its camera), ``mask`` (where things move; None for a still scene) and ``motion`` (the
-mask with the arrows, anchors and dense flow that say how).
+Produces four artifacts so that later stages depend on exactly what they read: ``image`` (the
+photo and its camera), ``mask`` (where things move; None for a still scene), ``motion`` (the
+mask with the arrows, anchors and dense flow that say how) and ``path`` (the render cameras).
+Every input is checked here, before any heavy stage (``io/input_checks.preflight``).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from backend.infra.errors import LoopscapeError
 from backend.io.image import InputImage, load_image, save_png
+from backend.io.input_checks import preflight
 from backend.io.motion_inputs import MotionInputs, load_motion_inputs
 from backend.job import JobSpec
 from backend.model.camera import Camera, intrinsics_from_fov
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
     from backend.pipeline import StageContext
 
 INPUTS: tuple[str, ...] = ()
-OUTPUTS = ("image", "mask", "motion")
+OUTPUTS = ("image", "mask", "motion", "path")
 
 
 @dataclass
@@ -50,7 +52,9 @@ def run(ctx: StageContext) -> dict[str, object]:
         motion = load_motion_inputs(
             (W, H), img.original_size, mask_path=job.resolve(job.mask), labelme_path=job.resolve(job.labelme),
             flow_path=job.resolve(job.flow), hints=job.hints, anchors=job.anchors, speed=job.speed, events=ctx.events)
-    return {"image": Photo(img, cam), "mask": None if motion is None else motion.mask, "motion": motion}
+    checked = preflight(job, cam, motion)
+    return {"image": Photo(img, cam), "mask": None if motion is None else motion.mask, "motion": motion,
+            "path": checked.path_cams}
 
 
 def input_camera(job: JobSpec, original_size: tuple[int, int], working_size: tuple[int, int]) -> Camera:

@@ -9,11 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from backend.infra.errors import LoopscapeError
-from backend.job import JobSpec
-from backend.model.camera import Camera
-
-INPUTS = ("image", "gaussians3d", "gaussians4d")
+INPUTS = ("path", "gaussians3d", "gaussians4d")
 
 
 @dataclass
@@ -22,15 +18,11 @@ class PathVideo:
     uncovered: list[float]  # each frame's share of pixels no Gaussian covers (filled)
 
 
-def params(ctx) -> dict:
-    return {"path": ctx.job.path, "frames": ctx.job.frames}
-
-
-def run(ctx, image, gaussians3d, gaussians4d) -> PathVideo:
+def run(ctx, path, gaussians3d, gaussians4d) -> PathVideo:
     from backend.io.video import to_uint8  # the one clipping float->uint8 conversion of every frame writer
     from backend.render.fill import composite_over_fill
 
-    cams = camera_path(ctx.job, image.camera)
+    cams = path
     loop = None if gaussians4d is None else gaussians4d.loop
     still = gaussians3d.gaussians.to(ctx.device) if loop is None else None
     bg = torch.zeros(3, device=ctx.device)
@@ -48,14 +40,3 @@ def run(ctx, image, gaussians3d, gaussians4d) -> PathVideo:
 def report(video: PathVideo) -> dict:
     return {"path_uncovered_fraction_mean": round(float(np.mean(video.uncovered)), 5),
             "path_uncovered_fraction_max": round(float(np.max(video.uncovered)), 5)}
-
-
-def camera_path(job: JobSpec, cam: Camera) -> list[Camera]:
-    from backend.model.camera_paths import PRESETS, load_path_json, preset_path
-
-    if isinstance(job.path, str) and job.path in PRESETS:
-        return preset_path(job.path, cam, n_frames=job.frames, scale=1.0)
-    src = job.resolve(job.path) if isinstance(job.path, str) else job.path
-    if not isinstance(src, (dict, list)) and not src.is_file():
-        raise LoopscapeError(f"Camera path file not found: {src}.", "Pass a preset name or an existing path JSON.")
-    return load_path_json(src, cam.width, cam.height)
