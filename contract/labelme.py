@@ -17,7 +17,6 @@ and have a length; every coordinate must be finite.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ MASK_TYPES = ("polygon", "rectangle")
 HINT_TYPES = ("line", "linestrip")
 ANCHOR_TYPES = ("point",)
 MAX_IMAGE_SIDE = 100_000  # a labelme image size beyond this is a corrupt file, not a photo
+MAX_COORD = 1e6  # a vertex this far off the image is a corrupt file
 _FIX = "Re-save the annotation from labelme with the photo loaded."
 
 Point = tuple[float, float]
@@ -118,7 +118,7 @@ def parse_labelme(doc: Any, source: str = "labelme file") -> Labelme:
 
 
 def _size(v: Any, name: str, source: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v <= MAX_IMAGE_SIDE:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= MAX_IMAGE_SIDE:  # NaN fails too
         raise LoopscapeError(f"{source} has {name} {v!r}; it must be the photo's size in pixels.", _FIX)
     return float(v)
 
@@ -131,9 +131,9 @@ def _points(v: Any, where: str) -> list[Point]:
         if (not isinstance(p, (list, tuple)) or len(p) != 2
                 or not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in p)):
             raise LoopscapeError(f"{where} has a point {_short(p)} that is not an [x, y] pair of numbers.", _FIX)
+        if not all(-MAX_COORD <= c <= MAX_COORD for c in p):  # NaN and 400-digit integers fail too
+            raise LoopscapeError(f"{where} has a coordinate {_short(p)} that is not a finite pixel position.", _FIX)
         x, y = float(p[0]), float(p[1])
-        if not (math.isfinite(x) and math.isfinite(y)):
-            raise LoopscapeError(f"{where} has a non-finite coordinate {_short(p)}.", _FIX)
         out.append((x, y))
     return out
 

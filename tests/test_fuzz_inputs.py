@@ -1,8 +1,6 @@
-"""Issue 14: seeded random mutations of a valid job and of a camera-path file, through validation and
-the cheap constructors after it. The only exception allowed out is LoopscapeError; numpy must not
-warn (an overflow warning means a hostile number slipped through).
-
-labelme files are left to the shared contract module's parser (its own fuzz test belongs there).
+"""Issue 14: seeded random mutations of a valid job, a camera-path file and a labelme file, through
+validation and the cheap constructors after it. The only exception allowed out is LoopscapeError;
+numpy must not warn (an overflow warning means a hostile number slipped through).
 """
 from __future__ import annotations
 
@@ -20,6 +18,7 @@ from backend.infra.errors import LoopscapeError
 from backend.job import JobSpec
 from backend.io.motion_inputs import _hint_from_dict
 from backend.stages.load import input_camera
+from contract.labelme import parse_labelme
 from backend.io.input_checks import camera_path, check_intrinsics, parse_json_text
 
 N_MUTANTS = 2000  # per file type, object level; plus half as many text-level mutants
@@ -204,3 +203,31 @@ def test_mutations_are_deterministic():
     a = [repr(mutate(valid_job(), random.Random(5))) for _ in range(3)]
     b = [repr(mutate(valid_job(), random.Random(5))) for _ in range(3)]
     assert a == b
+
+
+def valid_labelme() -> dict:
+    return {"version": "5.0", "imageWidth": W0, "imageHeight": H0, "imageData": None, "shapes": [
+        {"label": "water", "shape_type": "polygon", "points": [[10, 50], [120, 50], [120, 90], [10, 90]]},
+        {"label": "sky", "shape_type": "rectangle", "points": [[0, 0], [128, 20]]},
+        {"label": "hint_0", "shape_type": "line", "points": [[20, 70], [80, 72]]},
+        {"label": "", "shape_type": "linestrip", "points": [[30, 10], [40, 12], [60, 12]]},
+        {"label": "anchor_0", "shape_type": "point", "points": [[100, 30]]},
+        {"label": "note", "shape_type": "circle", "points": [[5, 5], [9, 9]]},
+    ]}
+
+
+def downstream_labelme(doc: Any) -> None:
+    """What both processes do with a parsed file: the mask and the arrows at the working size."""
+    lm = parse_labelme(doc, "fuzzed.json")
+    mask = lm.mask(W, H)
+    assert mask is None or mask.shape == (H, W)
+    for h in lm.scaled_hints(W, H):
+        assert np.isfinite(h.start).all() and np.isfinite(h.end).all() and h.start != h.end
+    assert all(np.isfinite(a).all() for a in lm.scaled_anchors(W, H))
+
+
+def test_fuzz_labelme():
+    base = valid_labelme()
+    downstream_labelme(base)
+    counts = run_fuzz(3141, base, lambda d: d, downstream_labelme)
+    assert counts["accepted"] > 100 and counts["refused"] > 500, counts

@@ -247,3 +247,30 @@ def test_demo_into_a_read_only_folder(tmp_path, capsys):
         assert_clean_failure(run, ro, "output folder")
     finally:
         ro.chmod(0o700)
+
+
+def _labelme(**overrides) -> dict:
+    doc = {"version": "5.0", "imageWidth": W0, "imageHeight": H0, "imageData": None, "shapes": [
+        {"label": "water", "shape_type": "polygon", "points": [[0, 56], [128, 56], [128, 96], [0, 96]]},
+        {"label": "hint_0", "shape_type": "line", "points": [[10, 80], [110, 80]]}]}
+    doc.update(overrides)
+    return doc
+
+
+@pytest.mark.parametrize("doc, needle", [
+    (_labelme(shapes=[1, 2]), "shape 0"),  # shapes of ints
+    (_labelme(shapes=["polygon"]), "shape 0"),  # shapes of strings
+    (_labelme(shapes=[{"label": "water", "shape_type": "polygon", "points": [[0, 56, 1], [128, 56, 1], [64, 96, 1]]}]),
+     "[x, y] pair"),  # points with 3 numbers
+    (_labelme(shapes=[{"label": "water", "shape_type": "polygon", "points": [[0, 56], [float("nan"), 56], [64, 96]]}]),
+     "finite pixel position"),  # a NaN polygon vertex
+    (_labelme(shapes=[{"label": "water", "shape_type": "polygon", "points": [[0, 56], [128, 56], [64, 96]]},
+                      {"label": "hint_0", "shape_type": "line", "points": [[10, 80], [10, 80]]}]), "zero length"),
+    (_labelme(imageWidth=float("nan")), "imageWidth"),  # blamed on the size, not on a hint
+])
+def test_bad_labelme_is_refused_before_training(inputs, earlier_result, tmp_path, capsys, doc, needle):
+    out, before = copy_of(earlier_result, tmp_path)
+    lm = tmp_path / "bad.json"
+    lm.write_text(json.dumps(doc))  # NaN is written as the bare token, as a careless tool would
+    run = run_inprocess(capsys, "run", "--image", str(inputs["photo"]), "--labelme", str(lm), *TINY, "--out", str(out))
+    assert_clean_failure(run, out, needle, earlier=before)
