@@ -85,3 +85,29 @@ def test_bad_inputs_raise_user_errors():
     g.moving[:] = False
     with pytest.raises(LoopscapeError, match="moving"):
         train_4d(g, vel, cam, side, frames, N, 1, mask=mask)
+
+
+def test_keep_best_never_ends_worse_than_the_explicit_loop(one_thread):
+    """A learning rate far too large throws the field around; keep-best returns the explicit loop (or better)."""
+    from backend.infra.events import NullSink
+    from backend.stages.gaussians4d import Train4DConfig
+
+    torch.manual_seed(0)
+    g, vel, mask, cam, side, frames = make_scene()
+    sink = NullSink()
+    cfg = Train4DConfig(lr_planes=50.0, lr_mlp=50.0, grad_clip=1e9)
+    result, rep = train_4d(g, vel, cam, side, frames, N, 40, "cpu", sink, mask=mask, config=cfg)
+    assert rep.psnr_trained >= rep.psnr_preview - 1e-6
+    assert rep.kept == "preview" and rep.best_iter == 0  # every checked state was worse than the start
+    assert any("explicit loop is kept" in w for w in sink.warnings)
+    assert rep.held_out_frames and all(0 < t < N for t in rep.held_out_frames)
+
+
+def test_schedule_warms_up_then_decays():
+    from backend.stages.gaussians4d import Train4DConfig
+
+    cfg = Train4DConfig(warmup=0.1, lr_final=0.1)
+    f = [cfg.lr_factor(i, 100) for i in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)  # linear warm-up over 10 steps
+    assert all(a >= b for a, b in zip(f[9:], f[10:]))  # then monotone decay
+    assert f[-1] == pytest.approx(0.1, rel=0.05)
