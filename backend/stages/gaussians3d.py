@@ -262,9 +262,9 @@ def train_gaussians(g: Gaussians, views: TrainViews, cfg: TrainConfig, scene_sca
 
 # ----------------------------------------------------------------------------- the stage
 
-INPUTS = ("lift", "multiview", "mask")
+INPUTS = ("image", "depth", "lift", "multiview", "mask")
 CACHED = True
-RECIPE = "random-bg-1"  # bump when training changes, so cached 3D Gaussians are not reused
+RECIPE = "margin-1"  # bump when training changes, so cached 3D Gaussians are not reused
 
 
 @dataclass
@@ -277,11 +277,17 @@ def params(ctx) -> dict:
     return {"recipe": RECIPE, "schedule": ctx.preset.train3d, "seed": ctx.job.seed, "device": str(ctx.device)}
 
 
-def run(ctx, lift, multiview, mask) -> Gaussians3D:
+def run(ctx, image, depth, lift, multiview, mask) -> Gaussians3D:
     from backend.model.gaussians import from_points
+    from backend.stages.lift import lift_margin
 
-    moving = None if mask is None else mask.reshape(-1)[lift.pixel]
-    init = from_points(lift.xyz, lift.rgb, lift.pixel_size * 0.3, opacity=0.9, moving=moving)
+    moving = np.zeros(len(lift), bool) if mask is None else mask.reshape(-1)[lift.pixel]
+    # The photo's points, then a static ring beyond its frustum, so every renderer (Blender's
+    # included) shows scenery where a moving camera looks past the photo.
+    m_xyz, m_rgb, m_size = lift_margin(image.rgb, depth.depth, image.camera)
+    init = from_points(np.concatenate([lift.xyz, m_xyz]), np.concatenate([lift.rgb, m_rgb]),
+                       np.concatenate([lift.pixel_size, m_size]) * 0.3, opacity=0.9,
+                       moving=np.concatenate([moving, np.zeros(len(m_xyz), bool)]))
     cfg = preset_config(ctx.preset.name, len(lift))
     cfg.seed = ctx.job.seed
     views = TrainViews(multiview.cameras, torch.as_tensor(multiview.images, device=ctx.device),

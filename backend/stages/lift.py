@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from backend.model.camera import Camera
@@ -32,25 +33,50 @@ def lift_to_points(rgb: np.ndarray, depth: np.ndarray, camera: Camera) -> PointC
                          f"{camera.height}x{camera.width} must share one size")
     if not np.all(np.isfinite(depth)) or depth.min() <= 0:
         raise ValueError("lift_to_points: depth must be finite and positive everywhere")
-    K = camera.K
     ys, xs = np.mgrid[0:h, 0:w]
-    u = xs.reshape(-1) + 0.5
-    v = ys.reshape(-1) + 0.5
-    z = depth.reshape(-1).astype(np.float64)
+    xyz, pixel_size = _backproject(xs.reshape(-1) + 0.5, ys.reshape(-1) + 0.5, depth.reshape(-1), camera)
+    return PointCloud(xyz=xyz, rgb=np.asarray(rgb, dtype=np.float32).reshape(-1, 3).copy(),
+                      pixel=(ys * w + xs).reshape(-1).astype(np.int64), pixel_size=pixel_size, width=w, height=h)
+
+
+def _backproject(u: np.ndarray, v: np.ndarray, z: np.ndarray, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
+    """World points at camera-space depth ``z`` through pixel positions (u, v), and their pixel footprints."""
+    K = camera.K
+    z = np.asarray(z, np.float64)
     # invert the full K (it may carry skew) rather than assuming a diagonal focal
     rays = np.stack([u, v, np.ones_like(u)], axis=1) @ np.linalg.inv(K).T
     pc = rays * (z / rays[:, 2])[:, None]
     c2w = camera.c2w
     xyz = pc @ c2w[:3, :3].T + c2w[:3, 3]
     focal = float(np.sqrt(K[0, 0] * K[1, 1]))  # geometric mean: the side of a square of equal area
-    return PointCloud(
-        xyz=xyz.astype(np.float32),
-        rgb=np.asarray(rgb, dtype=np.float32).reshape(-1, 3).copy(),
-        pixel=(ys * w + xs).reshape(-1).astype(np.int64),
-        pixel_size=(z / focal).astype(np.float32),
-        width=w,
-        height=h,
-    )
+    return xyz.astype(np.float32), (z / focal).astype(np.float32)
+
+
+MARGIN_SHIFT = 0.1  # camera translation (depth-normalised units) the margin covers at depth 1
+MARGIN_STRIDE = 2  # the margin is sampled every 2 pixels: it is seen only from the side, at 1/4 the cost
+
+
+def lift_margin(rgb: np.ndarray, depth: np.ndarray, camera: Camera, shift: float = MARGIN_SHIFT,
+                stride: int = MARGIN_STRIDE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Points of a ring around the photo, outside its frustum: scenery for cameras that look past it.
+
+    The canvas is widened by ``shift`` x focal pixels per side (what a camera moved by ``shift``
+    sees beyond the photo at depth 1, the near content). Colours continue the photo by
+    reflection, so its texture goes on instead of an edge pixel smeared into streaks; depth
+    continues the border row or column, so a surface at the edge extends at its own depth and the
+    sky stays on its far shell. Returns (xyz, rgb, pixel_size) of the ring only.
+    """
+    h, w = depth.shape
+    m = int(np.ceil(shift * float(camera.K[0, 0])))
+    if m <= 0:
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32), np.zeros(0, np.float32)
+    col = cv2.copyMakeBorder(np.asarray(rgb, np.float32), m, m, m, m, cv2.BORDER_REFLECT_101)
+    dep = cv2.copyMakeBorder(np.asarray(depth, np.float32), m, m, m, m, cv2.BORDER_REPLICATE)
+    ys, xs = np.mgrid[0:h + 2 * m:stride, 0:w + 2 * m:stride]
+    ring = (xs < m) | (xs >= w + m) | (ys < m) | (ys >= h + m)
+    ys, xs = ys[ring], xs[ring]
+    xyz, size = _backproject(xs - m + 0.5 * stride, ys - m + 0.5 * stride, dep[ys, xs], camera)
+    return xyz, col[ys, xs].astype(np.float32), size * stride
 
 
 # ----------------------------------------------------------------------------- the stage
