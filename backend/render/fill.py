@@ -26,6 +26,6 @@ def composite_over_fill(colors: np.ndarray, alpha: np.ndarray, depth: np.ndarray
     if covered.all():  # still clipped: a saturated sky renders a few % above 1.0
         return np.clip(np.asarray(colors, np.float32), 0.0, 1.0), 0.0
     straight = np.where(covered[..., None], colors / np.maximum(a, 1e-6)[..., None], 0.0).astype(np.float32)
-    fill, _ = fill_holes(np.clip(straight, 0.0, 1.0), np.where(covered, z, 0.0), covered)
+    fill, _ = fill_holes(np.clip(straight, 0.0, 1.0), np.where(covered, z, 0.0), covered, texture=True)
     out = colors + (1.0 - a)[..., None] * fill
     return np.clip(out, 0.0, 1.0).astype(np.float32), float(1.0 - covered.mean())

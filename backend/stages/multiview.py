@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
@@ -177,11 +178,44 @@ def _nearest_valid_along(valid: np.ndarray, axis: int, reverse: bool) -> np.ndar
     return np.where(near == n, -1, near)
 
 
+DETAIL_SIGMA = 2.0  # px: what is finer than this is texture (carried into holes), the rest is shading
+
+
+def _detail(img: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The image minus its local mean over observed pixels (normalised convolution): its texture."""
+    w = valid.astype(np.float32)
+    num = cv2.GaussianBlur(img * w[..., None], (0, 0), DETAIL_SIGMA)
+    den = cv2.GaussianBlur(w, (0, 0), DETAIL_SIGMA)
+    num = num.reshape(img.shape)
+    return np.where(valid[..., None], img - num / np.maximum(den, 1e-6)[..., None], 0.0).astype(np.float32)
+
+
+def _mirrored(img: np.ndarray, detail: np.ndarray, dep: np.ndarray, valid: np.ndarray, axis: int, pos: np.ndarray,
+              near: np.ndarray, ok: np.ndarray, sy: np.ndarray, sx: np.ndarray, background_ratio: float) -> np.ndarray:
+    """The colour a hole pixel takes from one side: the edge pixel plus the texture mirrored about the edge.
+
+    A pixel d steps into the hole gets the detail (colour minus local mean) of the pixel d steps
+    back from the edge, on top of the edge colour: the texture of the surface beside the hole goes
+    on into it, while its shading continues flat from the edge, as before, so a smooth gradient is
+    not folded back. Where the mirror leaves the image, lands on a hole or on a nearer surface (an
+    occluder is not background), the edge pixel alone is used.
+    """
+    size = img.shape[axis]
+    m = 2 * near - pos
+    inside = ok & (m >= 0) & (m < size)
+    m = np.clip(m, 0, size - 1)
+    my, mx = (m, sx) if axis == 0 else (sy, m)
+    use = inside & valid[my, mx] & (dep[my, mx] >= background_ratio * dep[sy, sx])
+    return img[sy, sx] + np.where(use[:, None], detail[my, mx], 0.0)
+
+
 def fill_holes(image: np.ndarray, depth: np.ndarray, valid: np.ndarray,
-               background_ratio: float = BACKGROUND_RATIO) -> tuple[np.ndarray, np.ndarray]:
+               background_ratio: float = BACKGROUND_RATIO, texture: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Fill invalid pixels from the background side; returns (image, depth) filled.
 
-    Every hole pixel looks for the nearest observed pixel left/right and up/down. Along each axis
+    Every hole pixel looks for the nearest observed pixel left/right and up/down and takes its
+    value from there; for colour images (``texture``) the texture mirrored about the edge is added
+    so that it continues (``_mirrored``); masks and flows are extended as they are. Along each axis
     the farther of the two wins (both blend linearly when at a similar depth), so a disocclusion
     next to a near occluder takes the far surface it uncovered. The axes blend by 1/span^4: the
     narrow direction across the hole dominates, so a thin strip beside a tree is filled from the
@@ -204,6 +238,7 @@ def fill_holes(image: np.ndarray, depth: np.ndarray, valid: np.ndarray,
 
     H, W, C = img.shape
     hy, hx = np.nonzero(hole)
+    detail = _detail(img, valid) if texture else np.zeros_like(img)
     axis_val, axis_dep, axis_w = [], [], []
     for axis, pos, size in ((0, hy, H), (1, hx, W)):
         sides = []
@@ -214,7 +249,8 @@ def fill_holes(image: np.ndarray, depth: np.ndarray, valid: np.ndarray,
             sx = hx if axis == 0 else np.where(ok, near, 0)
             # a missing side extends to the image border: the hole is at least that long
             dist = np.where(ok, np.abs(pos - near), (pos + 1) if not reverse else (size - pos)).astype(np.float32)
-            sides.append((ok, dist, dep[sy, sx], img[sy, sx]))
+            sides.append((ok, dist, dep[sy, sx], _mirrored(img, detail, dep, valid, axis, pos, near, ok, sy, sx,
+                                                            background_ratio)))
         (ok0, d0, z0, v0), (ok1, d1, z1, v1) = sides
         z0 = np.where(ok0, z0, -np.inf)
         z1 = np.where(ok1, z1, -np.inf)
@@ -232,6 +268,8 @@ def fill_holes(image: np.ndarray, depth: np.ndarray, valid: np.ndarray,
     reached = wsum > 0
     wn = aw / np.maximum(wsum, 1e-30)[:, None]
     img[hy, hx] = wn[:, :1] * axis_val[0] + wn[:, 1:] * axis_val[1]
+    if texture:  # edge colour plus detail can leave [0, 1]
+        np.clip(img, 0.0, 1.0, out=img)
     dep[hy, hx] = np.where(reached, (wn * np.where(aw > 0, ad, 0.0)).sum(1), 0.0)
 
     if not reached.all():
@@ -244,11 +282,11 @@ def fill_holes(image: np.ndarray, depth: np.ndarray, valid: np.ndarray,
 
 
 def render_view(xyz: np.ndarray, values: np.ndarray, camera: Camera, point_size: np.ndarray | None = None,
-                fill: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                fill: bool = True, texture: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`render_points_zbuffer` plus (optionally) :func:`fill_holes`; valid marks observed pixels."""
     image, depth, valid = render_points_zbuffer(xyz, values, camera, point_size)
     if fill:
-        image, depth = fill_holes(image, depth, valid)
+        image, depth = fill_holes(image, depth, valid, texture=texture)
     return image, depth, valid
 
 
@@ -295,7 +333,7 @@ def synthesize_views(xyz: np.ndarray, rgb: np.ndarray, point_size: np.ndarray | 
     valid = np.zeros((V, H, W), bool)
     depths = np.zeros((V, H, W), np.float32)
     for i, cam in enumerate(cameras):
-        img, dep, val = render_view(xyz, rgb, cam, point_size, fill=fill)
+        img, dep, val = render_view(xyz, rgb, cam, point_size, fill=fill, texture=True)
         images[i], depths[i], valid[i] = np.clip(img, 0.0, 1.0), dep, val
         if events is not None:
             events.progress("multiview", (i + 1) / V)
