@@ -66,7 +66,9 @@ def setup() -> Path:
 
 def test(extra: list[str]) -> int:
     py = setup()
-    rc = _run([py, "-m", "pytest", *extra])
+    # Name tests/ unless the caller names tests: tests/pytest.ini then sets the rootdir (see there).
+    targets = [] if any(a.startswith("tests") for a in extra) else ["tests"]
+    rc = _run([py, "-m", "pytest", *targets, *extra])
     if rc == 5:
         print("build.py: pytest collected no tests; that is a failure", file=sys.stderr)
         return 1
