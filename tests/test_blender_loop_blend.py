@@ -86,9 +86,9 @@ def loop_blend(tmp_path_factory):
     for p in renders.glob("*.png"):
         shutil.copy(p, keep / p.name)
     refs = {f: backend_frame(res_dir, res, f - 1) for f in frames}
-    refs["layers"] = [backend_frame(res_dir, res, MID, only=which) for which in (0, 1)]
     for f, img in refs.items():
         save_png(keep / f"backend_{f:04d}.png", img)
+    refs["layers"] = [backend_frame(res_dir, res, MID, only=which) for which in (0, 1)]
     load = lambda kind, f: load_png(renders / f"{kind}_{f:04d}.png")  # noqa: E731
     return {"out": out, "res": res, "refs": refs, "load": load, "frames": frames}
 
