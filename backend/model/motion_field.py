@@ -16,8 +16,10 @@ copies and the scene with the backward copies, each at full opacity, mixed (1 - 
 the copies of an opaque surface interleave in depth, and whichever sorts first hides the other.
 On synthetic scene 0 the one-set blend cost 4.5 dB in the moving region at the input view.
 
-The exported per-frame sets (:meth:`LoopedGaussians.frame`, for PLY/USD and Blender) are one set
-each, so there the copies split the transmittance instead: opacity 1 - (1 - o)^(1 - t/N) and
+The export keeps the two layers apart (:meth:`LoopedGaussians.loop_layers`, the compact layout of
+``backend.io.loop_export``), so Blender blends them like the backend. The optional full per-frame
+PLY sequence (:meth:`LoopedGaussians.frame`) is one set per frame, so there the copies split the
+transmittance instead: opacity 1 - (1 - o)^(1 - t/N) and
 1 - (1 - o)^(t/N). Frames 0 and N are exact; in between, the front copy dominates. Every
 exported frame holds the same Gaussians in the same order (importers rely on it):
 
