@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", choices=DEVICES, help="auto picks CUDA (gsplat) when present, else CPU")
     g.add_argument("--seed", type=int, help="random seed (default 0)")
     g.add_argument("--png-frames", action="store_true", default=None, help="also write frames/NNNN.png")
+    g.add_argument("--full-ply-sequence", action="store_true", default=None,
+                   help="also write one full 3DGS PLY per loop frame, for viewers that play PLY sequences")
     g.add_argument("--no-mom3d", dest="mom3d", action="store_false", default=None,
                    help="ablation: use the per-view flows as they are, without 3D motion optimisation")
     run.add_argument("--events", choices=("auto", "human", "json"), default="auto",
@@ -111,6 +113,7 @@ FLAG_TO_FIELD = {
     "depth": "depth", "depth_kind": "depth_kind", "depth_model": "depth_model", "path": "path",
     "frames": "frames", "fps": "fps", "max_side": "max_side", "quality": "quality", "device": "device",
     "seed": "seed", "png_frames": "png_frames", "mom3d": "mom3d",
+    "full_ply_sequence": "full_ply_sequence",
 }
 
 

@@ -42,6 +42,7 @@ class JobSpec:
     device: str = "auto"
     seed: int = 0
     png_frames: bool = False
+    full_ply_sequence: bool = False  # also one full PLY per loop frame (the compact layout is always written)
     mom3d: bool = True  # False: use the per-view flows as they are (the paper's ablation)
     base_dir: str = "."  # relative paths in a job file resolve against the file's folder
 
@@ -103,6 +104,7 @@ class JobSpec:
         _number(self, "fps", 0.1, 1000)
         _number(self, "speed", 0.0, 1000)
         _type(self, "png_frames", bool)
+        _type(self, "full_ply_sequence", bool)
         _type(self, "mom3d", bool)
         if not isinstance(self.hints, list):
             _bad("hints", self.hints, "a list of {start: [x, y], end: [x, y], speed}")

@@ -149,7 +149,7 @@ def _result_index(ctx: StageContext, artifacts: dict[str, Any], timer: StageTime
         "backend_version": __version__,
         protocol.KEY_INPUT_IMAGE: "input.png",
         protocol.KEY_CAMERA: {"K": cam.K.tolist(), "width": cam.width, "height": cam.height},
-        protocol.KEY_FRAMES: job.frames if protocol.KEY_PLY_LOOP_END in files else len(files[protocol.KEY_PLY_FRAMES]),
+        protocol.KEY_FRAMES: job.frames if protocol.KEY_LAYOUT in files else len(files[protocol.KEY_PLY_FRAMES]),
         protocol.KEY_FPS: job.fps,
         protocol.KEY_QUALITY: job.quality,
         "device": str(ctx.device),

@@ -18,7 +18,7 @@ from mathutils import Matrix
 
 from ..contract import LoopscapeError
 from ..contract.protocol import KEY_CAMERA, KEY_FPS, KEY_FRAMES, RESULT_NAME
-from . import camera_math, ply_read, result_io, splat_nodes
+from . import camera_math, loop_layers, ply_read, result_io, splat_nodes
 from .job_writer import PARENT_TAG, hero_matrix
 
 RESULT_TAG = "loopscape_result"
@@ -56,6 +56,7 @@ def remove_previous(scene) -> int:
                     break
         if cache is not None and cache.users == 0:
             bpy.data.batch_remove([cache])  # cache_files has no remove()
+    loop_layers.remove(scene)  # the loop blend's view layer, collections and compositor
     return removed
 
 
@@ -125,7 +126,11 @@ def _import_ply(context, paths: list[Path]):
             frames.append(ply_read.read_gaussians(p))
         except LoopscapeError as exc:
             raise LoopscapeError(f"Could not read PLY frame {p}: {exc.message}", exc.hint) from exc
-    cat = ply_read.pack_frames(frames)
+    return build_cloud(context, ply_read.pack_frames(frames))
+
+
+def build_cloud(context, cat: dict) -> tuple[object, int]:
+    """A point cloud (a mesh of loose vertices on 4.2) from packed attributes (``ply_read.pack_frames``)."""
     n = len(cat["position"])
 
     mesh = bpy.data.meshes.new("Loopscape Splats")
@@ -193,7 +198,9 @@ def import_result(context, directory: str | Path, source: str = "auto", size: fl
     usd, plys = result_io.usd_path(res), result_io.ply_paths(res)
     missing = [p for p in plys if not p.is_file()]
     use_usd = usd is not None and usd.is_file() and source in ("auto", "usd")
-    if not use_usd and (not plys or missing):
+    # Compact loop layout: static + forward + backward clouds, blended like the backend (loop_layers).
+    layered = result_io.is_layered(res)
+    if not use_usd and not layered and (not plys or missing):
         what = missing[0] if missing else "any PLY frame"
         raise LoopscapeError(f"The result in {d} is incomplete: {what} is missing.", result_io.RERUN)
     n_frames = int(res.get(KEY_FRAMES) or len(plys) or 1)
@@ -204,9 +211,13 @@ def import_result(context, directory: str | Path, source: str = "auto", size: fl
     old_parent = next((o for o in scene.objects if o.get(PARENT_TAG)), None)
     placement = old_parent.matrix_world.copy() if old_parent is not None else None
     remove_previous(scene)
-    obj = None
+    obj, layers = None, None
     try:
-        if use_usd:
+        if layered:
+            layers, points = ((loop_layers.import_usd(context, usd, res, _rel), -1) if use_usd
+                              else loop_layers.import_ply(context, res, build_cloud))
+            obj = layers.static
+        elif use_usd:
             obj = _import_usd(context, usd, res)
             points = -1
         else:
@@ -238,10 +249,15 @@ def import_result(context, directory: str | Path, source: str = "auto", size: fl
         _set_input(splat_mod, "Hero Focal", _hero_focal(scene, hero, res))
         obj.data.materials.clear()
         obj.data.materials.append(mat)
+        if layers is not None:  # dress the two moving layers like obj; view layers + compositor blend
+            warning = loop_layers.attach(context, layers, parent, n_frames)
+            if warning:
+                print(f"Loopscape: {warning}")
     except Exception:
         # Never leave a half-built result behind.
-        for o in (obj, bpy.data.objects.get("Loopscape Result")):
-            if o is not None and o.name in bpy.data.objects and (o.get(RESULT_TAG) or o.get(PARENT_TAG) or o is obj):
+        mine = (obj, *(layers.moving if layers is not None else ()))
+        for o in (*mine, bpy.data.objects.get("Loopscape Result")):
+            if o is not None and o.name in bpy.data.objects and (o.get(RESULT_TAG) or o.get(PARENT_TAG) or o in mine):
                 bpy.data.objects.remove(o, do_unlink=True)
         raise
 

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..contract import LoopscapeError
-from ..contract.protocol import (KEY_PLY_FRAMES, KEY_USD, KEY_USD_FRAME_START, KEY_VIDEO, RESULT_NAME,
-                                 USD_FRAME_START)
+from ..contract.protocol import (KEY_LAYOUT, KEY_PLY_BACKWARD, KEY_PLY_FORWARD, KEY_PLY_FRAMES, KEY_PLY_STATIC, KEY_USD,
+                                 KEY_USD_FRAME_START, KEY_VIDEO, LAYOUT_LOOP_LAYERS, RESULT_NAME, USD_FRAME_START)
 
 RERUN = "Run the job again."
 
@@ -54,3 +55,33 @@ def usd_start(path: Path, res: dict) -> float:
         if m:
             return float(m.group(1))
     return float(res.get(KEY_USD_FRAME_START, USD_FRAME_START))
+
+
+@dataclass
+class LayerFiles:
+    """The PLY files of the compact loop layout (contract.protocol LAYOUT_LOOP_LAYERS)."""
+
+    static: Path
+    forward: Path
+    backward: Path
+
+
+def is_layered(res: dict) -> bool:
+    """Whether the result is a loop in the compact layout: static once, forward/backward layers per frame."""
+    layout = res.get(KEY_LAYOUT)
+    if layout is not None and layout != LAYOUT_LOOP_LAYERS:
+        raise LoopscapeError(f"The result's layout '{layout}' is newer than this add-on knows.",
+                             "Update the Loopscape extension, or run the job again with a matching backend.")
+    return layout == LAYOUT_LOOP_LAYERS
+
+
+def layer_files(res: dict) -> LayerFiles:
+    """The layout's PLY files; a readable error when result.json or the folder lacks one."""
+    d = Path(res["_dir"])
+    paths = {}
+    for name, key in (("static", KEY_PLY_STATIC), ("forward", KEY_PLY_FORWARD), ("backward", KEY_PLY_BACKWARD)):
+        if not res.get(key) or not (d / res[key]).is_file():
+            raise LoopscapeError(f"The result in {d} is incomplete: its {name} Gaussians ({res.get(key) or key}) "
+                                 "are missing.", RERUN)
+        paths[name] = d / res[key]
+    return LayerFiles(**paths)

@@ -25,7 +25,15 @@ SETUP = "setup"  # log lines before the first stage carry this stage name
 # result.json: its file name and the keys the add-on reads.
 RESULT_NAME = "result.json"
 USD_FRAME_START = 1  # Blender's first frame for the USD point stream
-KEY_PLY_FRAMES = "ply_frames"
+KEY_PLY_FRAMES = "ply_frames"  # frame 0 alone in the loop-layers layout; every frame with full_ply_sequence
+# The compact loop layout (docs/DESIGN.md "Result layout"; file format in contract.splats): present
+# for a loop, absent for a still result (ply_frames + one USD prim).
+KEY_LAYOUT = "layout"
+LAYOUT_LOOP_LAYERS = "loop-layers-1"
+KEY_PLY_STATIC = "ply_static"  # static Gaussians (still ones and the backdrop), once
+KEY_PLY_FORWARD = "ply_forward"  # the moving Gaussians' forward layer: frame 0 + per-frame state
+KEY_PLY_BACKWARD = "ply_backward"  # the backward layer, likewise
+KEY_FULL_PLY_SEQUENCE = "full_ply_sequence"  # true when ply_frames lists every frame (job field too)
 KEY_PLY_LOOP_END = "ply_loop_end"
 KEY_USD = "usd"
 KEY_USD_FRAME_START = "usd_frame_start"

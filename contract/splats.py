@@ -55,6 +55,14 @@ def ply_bytes(vertices: np.ndarray) -> bytes:
 
 def read_ply(path: str | Path) -> dict[str, np.ndarray]:
     """The 'vertex' element of a PLY file as {property name: array in native byte order}."""
+    return read_ply_elements(path, first_only=True)["vertex"]
+
+
+def read_ply_elements(path: str | Path, first_only: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    """Every element of a PLY file, in file order: {element name: {property name: array}}.
+
+    The first element must be 'vertex'. ``first_only`` stops after it (other tools' extra elements
+    are then never parsed)."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -82,21 +90,85 @@ def read_ply(path: str | Path) -> dict[str, np.ndarray]:
             current[2].append((parts[2], _TYPES[parts[1]]))
     if not elements or elements[0][0] != "vertex":
         raise LoopscapeError(f"{path} has no vertex element first.", "Use a 3D Gaussian splatting PLY.")
-    _, count, props = elements[0]
+    out: dict[str, dict[str, np.ndarray]] = {}
     if fmt == "ascii":
-        rows = data[body_start:].decode("ascii", "replace").split("\n")[:count]
-        try:
-            arr = np.loadtxt(rows, dtype=np.float64, ndmin=2) if count else np.zeros((0, len(props)))
-        except ValueError:
-            raise LoopscapeError(f"{path} has a malformed ASCII body.", "Export it again.") from None
-        if arr.shape != (count, len(props)):
-            raise LoopscapeError(f"{path} is truncated ({count} vertices announced).", "Export it again.")
-        return {name: arr[:, i].astype(np.dtype(t)) for i, (name, t) in enumerate(props)}
+        rows = data[body_start:].decode("ascii", "replace").split("\n")
+        at = 0
+        for name, count, props in elements[:1] if first_only else elements:
+            try:
+                arr = np.loadtxt(rows[at:at + count], dtype=np.float64, ndmin=2) if count else np.zeros((0, len(props)))
+            except ValueError:
+                raise LoopscapeError(f"{path} has a malformed ASCII body.", "Export it again.") from None
+            if arr.shape != (count, len(props)):
+                raise LoopscapeError(f"{path} is truncated ({count} {name} rows announced).", "Export it again.")
+            out[name] = {p: arr[:, i].astype(np.dtype(t)) for i, (p, t) in enumerate(props)}
+            at += count
+        return out
     if fmt not in ("binary_little_endian", "binary_big_endian"):
         raise LoopscapeError(f"{path} has an unknown PLY format '{fmt}'.", "Use a binary or ASCII PLY.")
     order = "<" if fmt == "binary_little_endian" else ">"
-    dtype = np.dtype([(name, order + t) for name, t in props])
-    if len(data) - body_start < count * dtype.itemsize:
-        raise LoopscapeError(f"{path} is truncated ({count} vertices announced).", "Export it again.")
-    rec = np.frombuffer(data, dtype=dtype, count=count, offset=body_start)
-    return {name: rec[name].astype(rec[name].dtype.newbyteorder("=")) for name in rec.dtype.names}
+    offset = body_start
+    for name, count, props in elements[:1] if first_only else elements:
+        dtype = np.dtype([(p, order + t) for p, t in props])
+        if len(data) - offset < count * dtype.itemsize:
+            raise LoopscapeError(f"{path} is truncated ({count} {name} rows announced).", "Export it again.")
+        rec = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+        out[name] = {p: rec[p].astype(rec[p].dtype.newbyteorder("=")) for p in rec.dtype.names}
+        offset += count * dtype.itemsize
+    return out
+
+
+# ----------------------------------------------------------------------------- loop layers
+# The compact looping result (docs/DESIGN.md, "Result layout"): the static Gaussians once, and per
+# frame only the moving ones, as two layers at full opacity. Loop frame t is the image-space blend
+# (1 - w) R(static + forward layer) + w R(static + backward layer), w = backward_weight(t, N).
+
+LAYERS: tuple[str, ...] = ("static", "forward", "backward")
+USD_ROOT = "/Loopscape"
+USD_PRIMS: dict[str, str] = {name: f"{USD_ROOT}/{name.capitalize()}" for name in LAYERS}
+FRAME_ELEMENT = "frame_state"  # second PLY element of a layer file: per-frame state, frame-major
+# What a frame_state row may hold, in this order; positions always, rotations and scales only
+# when the 4D deformation changes them.
+STATE_GROUPS: dict[str, tuple[str, ...]] = {"position": ("x", "y", "z"), "rotation": ("rot_0", "rot_1", "rot_2", "rot_3"),
+                                            "scale": ("scale_0", "scale_1", "scale_2")}
+
+
+def backward_weight(t: float, n_frames: int) -> float:
+    """Weight of the backward layer at loop time t of an N-frame loop (forward: 1 minus it)."""
+    return float(t) / float(n_frames)
+
+
+def layer_ply_bytes(vertices: np.ndarray, states: dict[str, np.ndarray]) -> bytes:
+    """A loop-layer PLY: a standard 3DGS 'vertex' element (the layer's M Gaussians at frame 0, so any
+    viewer opens it) followed by a ``FRAME_ELEMENT`` of N x M rows, frame-major, holding the state
+    groups given in ``states`` ({group: (N, M, k) float32}; 'position' required)."""
+    m = len(vertices)
+    groups = [g for g in STATE_GROUPS if g in states]
+    if "position" not in states or set(states) - set(STATE_GROUPS):
+        raise ValueError(f"states must hold 'position' and only {sorted(STATE_GROUPS)}, got {sorted(states)}")
+    n = states["position"].shape[0]
+    cols = [np.asarray(states[g], np.float32).reshape(n * m, len(STATE_GROUPS[g])) for g in groups]
+    names = [p for g in groups for p in STATE_GROUPS[g]]
+    body = np.ascontiguousarray(np.concatenate(cols, 1) if cols else np.zeros((0, 0), np.float32), dtype="<f4")
+    head = ply_header(m).decode("ascii").replace("end_header\n", "")
+    head += f"element {FRAME_ELEMENT} {n * m}\n" + "".join(f"property float {p}\n" for p in names) + "end_header\n"
+    return head.encode("ascii") + np.ascontiguousarray(vertices, dtype=PLY_DTYPE).tobytes() + body.tobytes()
+
+
+def read_layer_ply(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A loop-layer PLY as (vertex properties, {state group: (N, M, k) float32})."""
+    el = read_ply_elements(path)
+    v = el["vertex"]
+    m = len(next(iter(v.values()))) if v else 0
+    rows = el.get(FRAME_ELEMENT)
+    if rows is None or not all(p in rows for p in STATE_GROUPS["position"]):
+        raise LoopscapeError(f"{path} is not a loop-layer PLY (no {FRAME_ELEMENT} positions).",
+                             "Run the job again with this version of the backend.")
+    count = len(rows["x"])
+    if m == 0 or count % m:
+        raise LoopscapeError(f"{path}: {count} frame rows do not split into frames of {m} Gaussians.",
+                             "Run the job again.")
+    n = count // m
+    states = {g: np.stack([rows[p] for p in props], 1).astype(np.float32).reshape(n, m, len(props))
+              for g, props in STATE_GROUPS.items() if all(p in rows for p in props)}
+    return v, states

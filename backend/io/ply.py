@@ -14,7 +14,7 @@ import torch
 from backend.infra.errors import LoopscapeError
 from backend.io.atomic import atomic_path
 from backend.model.gaussians import Gaussians
-from contract.splats import PLY_DTYPE, PLY_PROPERTIES, PLY_REQUIRED, ply_bytes, read_ply
+from contract.splats import PLY_DTYPE, PLY_PROPERTIES, PLY_REQUIRED, layer_ply_bytes, ply_bytes, read_ply
 
 PROPERTIES = PLY_PROPERTIES
 
@@ -33,6 +33,28 @@ def gaussians_to_array(g: Gaussians) -> np.ndarray:
 def write_gaussians_ply(path: str | Path, gaussians: Gaussians) -> None:
     """Write ``gaussians`` as a binary little-endian 3DGS PLY, atomically."""
     data = ply_bytes(gaussians_to_array(gaussians))
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
+
+
+def write_layer_ply(path: str | Path, moving: Gaussians, means: torch.Tensor, quats: torch.Tensor | None = None,
+                    log_scales: torch.Tensor | None = None) -> None:
+    """Write one loop layer (contract ``layer_ply_bytes``): the M moving Gaussians at frame 0 as a
+    standard 3DGS vertex element, then their per-frame state (N, M, ...) in one binary block.
+    Rotations and scales are stored per frame only when given (a deformation changed them)."""
+    as_np = lambda t: t.detach().cpu().to(torch.float32).numpy()  # noqa: E731
+    first = Gaussians(means=means[0], quats=moving.quats if quats is None else quats[0],
+                      log_scales=moving.log_scales if log_scales is None else log_scales[0],
+                      logit_opacities=moving.logit_opacities, sh0=moving.sh0)
+    states = {"position": as_np(means)}
+    if quats is not None:
+        states["rotation"] = as_np(quats)
+    if log_scales is not None:
+        states["scale"] = as_np(log_scales)
+    if not all(np.all(np.isfinite(a)) for a in states.values()):
+        raise LoopscapeError("the loop's moving Gaussians contain NaN or infinite values; refusing to write a broken PLY.",
+                             "The training diverged: lower the learning rate or report the job.")
+    data = layer_ply_bytes(gaussians_to_array(first), states)
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(data)
 

@@ -16,8 +16,10 @@ copies and the scene with the backward copies, each at full opacity, mixed (1 - 
 the copies of an opaque surface interleave in depth, and whichever sorts first hides the other.
 On synthetic scene 0 the one-set blend cost 4.5 dB in the moving region at the input view.
 
-The exported per-frame sets (:meth:`LoopedGaussians.frame`, for PLY/USD and Blender) are one set
-each, so there the copies split the transmittance instead: opacity 1 - (1 - o)^(1 - t/N) and
+The export keeps the two layers apart (:meth:`LoopedGaussians.loop_layers`, the compact layout of
+``backend.io.loop_export``), so Blender blends them like the backend. The optional full per-frame
+PLY sequence (:meth:`LoopedGaussians.frame`) is one set per frame, so there the copies split the
+transmittance instead: opacity 1 - (1 - o)^(1 - t/N) and
 1 - (1 - o)^(t/N). Frames 0 and N are exact; in between, the front copy dominates. Every
 exported frame holds the same Gaussians in the same order (importers rely on it):
 
@@ -36,6 +38,7 @@ from backend.model.camera import Camera
 from backend.infra.errors import LoopscapeError
 from backend.model.gaussians import Gaussians
 from backend.render.rasterize import RenderOutput
+from contract.splats import backward_weight
 
 _OPACITY_FLOOR = 1e-7  # activated opacity of a hidden copy: far below the 1/255 render cut
 
@@ -102,7 +105,7 @@ class VelocityField:
 
 def loop_weights(t: int | float, n_frames: int) -> tuple[float, float]:
     """Opacity multipliers (forward copy, backward copy) at frame t of an N-frame loop."""
-    s = float(t) / float(n_frames)
+    s = backward_weight(t, n_frames)  # the contract's rule, which Blender's compositor keyframes too
     return 1.0 - s, s
 
 
@@ -233,10 +236,50 @@ class LoopedGaussians:
         """Frames 0 .. N-1: one full period (frame N would repeat frame 0)."""
         return [self.frame(t) for t in range(self.n_frames)]
 
+    def loop_layers(self) -> "LoopLayers":
+        """The loop as the compact export stores it: static Gaussians once, moving ones per frame.
+
+        Frame t (0 <= t < N) renders exactly like :meth:`render`: the blend of R(static + forward
+        layer t) and R(static + backward layer t), each layer at full opacity."""
+        b, idx, m, n = self.base, self.moving_idx, self.n_moving, self.n_frames
+        static = torch.ones(len(b), dtype=torch.bool, device=b.means.device)
+        static[idx] = False
+        canon = b.subset(idx)
+
+        def per_frame(x: Tensor | None, sl: slice) -> Tensor | None:
+            return None if x is None else x[:n, sl]
+
+        return LoopLayers(static=b.subset(torch.nonzero(static).squeeze(1)), moving=canon,
+                          means=(self.means[:n, :m], self.means[:n, m:]),
+                          quats=(per_frame(self.quats, slice(0, m)), per_frame(self.quats, slice(m, 2 * m))),
+                          log_scales=(per_frame(self.log_scales, slice(0, m)), per_frame(self.log_scales, slice(m, 2 * m))))
+
     def to(self, device: str | torch.device) -> "LoopedGaussians":
         opt = lambda x: None if x is None else x.to(device)  # noqa: E731
         return LoopedGaussians(self.base.to(device), self.n_frames, self.moving_idx.to(device), self.means.to(device),
                                opt(self.quats), opt(self.log_scales))
+
+
+@dataclass
+class LoopLayers:
+    """Static Gaussians once, plus the moving Gaussians' (forward, backward) state for frames 0..N-1.
+
+    ``moving`` holds the moving Gaussians' canonical values (colour, opacity at full strength, and
+    rotation/scale where the per-frame ones are None)."""
+
+    static: Gaussians
+    moving: Gaussians
+    means: tuple[Tensor, Tensor]  # (N, M, 3) each
+    quats: tuple[Tensor | None, Tensor | None]  # (N, M, 4) each, or None: the canonical rotation
+    log_scales: tuple[Tensor | None, Tensor | None]  # (N, M, 3) each, or None: the canonical scale
+
+    def layer(self, which: int, t: int) -> Gaussians:
+        """The moving Gaussians of layer ``which`` (0 forward, 1 backward) at frame t, full opacity."""
+        c = self.moving
+        q, s = self.quats[which], self.log_scales[which]
+        return Gaussians(means=self.means[which][t], quats=c.quats if q is None else q[t],
+                         log_scales=c.log_scales if s is None else s[t], logit_opacities=c.logit_opacities,
+                         sh0=c.sh0, moving=c.moving)
 
 
 def loop_gaussians(gaussians: Gaussians, field: VelocityField, n_frames: int) -> LoopedGaussians:

@@ -1,8 +1,9 @@
 """Stage ``export``: the result's files, staged for the atomic publish.
 
-Per-frame 3DGS PLY files (frame N too, as ``loop_end.ply``, for anyone checking the loop
-closure), the path video, the input-view video, PNG frames on request, one time-sampled USD
-point stream for Blender, and the contact sheet ``preview.png`` with its looping ``preview.webp``.
+For a loop, the compact layout of ``backend.io.loop_export`` (static Gaussians once, the moving
+ones per frame as two layers; every frame as a full PLY only with ``full_ply_sequence``), plus
+frame N as ``loop_end.ply`` for anyone checking the loop closure; for a still, one PLY and a
+one-frame USD. Then the path video, the input-view video, PNG frames on request, and the contact sheet ``preview.png`` with its looping ``preview.webp``.
 Returns the result.json entries for those files.
 """
 from __future__ import annotations
@@ -21,19 +22,18 @@ def run(ctx, image, motion, gaussians3d, gaussians4d, validate, render) -> dict:
 
     job, staging = ctx.job, ctx.staging
     loop = None if gaussians4d is None else gaussians4d.loop
-    ply_dir = staging / "ply"
-    ply_dir.mkdir()
-    frame_sets = loop.frames()[: loop.n_frames] if loop is not None else [gaussians3d.gaussians]
-    ply_paths = []
-    for i, g in enumerate(frame_sets):
-        p = ply_dir / f"frame_{i:04d}.ply"
-        write_gaussians_ply(p, g.to("cpu"))
-        ply_paths.append(f"ply/{p.name}")
-        ctx.events.progress("export", 0.8 * (i + 1) / len(frame_sets))
-    result: dict = {protocol.KEY_PLY_FRAMES: ply_paths}
-    if loop is not None:
-        write_gaussians_ply(ply_dir / "loop_end.ply", loop_end_frame(loop).to("cpu"))
+    progress = lambda f: ctx.events.progress("export", f)  # noqa: E731
+    if loop is not None:  # the compact loop layout (backend.io.loop_export)
+        from backend.io.loop_export import write_loop_ply
+
+        result: dict = write_loop_ply(staging, loop, job.full_ply_sequence, progress)
+        write_gaussians_ply(staging / "ply" / "loop_end.ply", loop_end_frame(loop).to("cpu"))
         result[protocol.KEY_PLY_LOOP_END] = "ply/loop_end.ply"
+    else:
+        (staging / "ply").mkdir()
+        write_gaussians_ply(staging / "ply" / "frame_0000.ply", gaussians3d.gaussians.to("cpu"))
+        result = {protocol.KEY_PLY_FRAMES: ["ply/frame_0000.ply"]}
+        progress(0.8)
     write_mp4(render.frames, staging / "video.mp4", job.fps)
     result[protocol.KEY_VIDEO] = "video.mp4"
     if validate is not None:
@@ -48,8 +48,13 @@ def run(ctx, image, motion, gaussians3d, gaussians4d, validate, render) -> dict:
     except ImportError:  # usd-core missing: PLY frames remain the exchange format
         ctx.events.warning("usd-core is not installed, so no USD was written; Blender will import the PLY frames.")
     else:
-        write_usd_points(staging / "scene.usdc", [gaussians_to_frame(g.to("cpu")) for g in frame_sets], job.fps,
-                         frame_start=protocol.USD_FRAME_START)
+        if loop is not None:
+            from backend.io.loop_export import write_loop_usd
+
+            write_loop_usd(staging / "scene.usdc", loop, job.fps, protocol.USD_FRAME_START)
+        else:
+            write_usd_points(staging / "scene.usdc", [gaussians_to_frame(gaussians3d.gaussians.to("cpu"))], job.fps,
+                             frame_start=protocol.USD_FRAME_START)
         result[protocol.KEY_USD] = "scene.usdc"
         result[protocol.KEY_USD_FRAME_START] = protocol.USD_FRAME_START
     W, H = image.image.size
