@@ -3,7 +3,7 @@ import importlib.util
 import json
 import subprocess
 import sys
-import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,23 +109,8 @@ def test_blender_ply_importer_reads_it(tmp_path):
     g = random_gaussians(777)
     path = tmp_path / "g.ply"
     write_gaussians_ply(path, g)
-    # bpy runs in its own process: it must not share one with torch, and Blender-side code never does
-    script = textwrap.dedent(f"""
-        import json, bpy
-        bpy.ops.wm.read_factory_settings(use_empty=True)
-        bpy.ops.wm.ply_import(filepath={str(path)!r})
-        obj = bpy.context.selected_objects[0]
-        mesh = obj.data
-        att = mesh.attributes.get("opacity")
-        vals = [0.0] * len(mesh.vertices)
-        if att is not None:
-            att.data.foreach_get("value", vals)
-        co = [0.0] * (3 * len(mesh.vertices))
-        mesh.vertices.foreach_get("co", co)
-        print("RESULT" + json.dumps({{"n": len(mesh.vertices), "type": obj.type,
-            "attrs": sorted(a.name for a in mesh.attributes), "opacity": vals[:5], "co": co[:6]}}))
-    """)
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
+    probe = Path(__file__).parent / "blender" / "probes" / "ply_import.py"
+    run = subprocess.run([sys.executable, str(probe), str(path)], capture_output=True, text=True, timeout=240)
     line = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT")]
     assert run.returncode == 0 and line, run.stdout[-2000:] + run.stderr[-2000:]
     res = json.loads(line[0][6:])

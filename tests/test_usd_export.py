@@ -3,7 +3,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -81,34 +80,6 @@ def test_gaussians_to_frame_activates():
     np.testing.assert_allclose(f.colors, [[0.2, 0.4, 0.6]], rtol=1e-5)
 
 
-BPY_SCRIPT = textwrap.dedent("""
-    import json, sys
-    import numpy as np
-    import bpy
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    bpy.ops.wm.usd_import(filepath=sys.argv[1])
-    sc = bpy.context.scene
-    out = {"frame_range": [sc.frame_start, sc.frame_end], "objects": [], "frames": {}}
-    for ob in bpy.data.objects:
-        out["objects"].append({"name": ob.name, "type": ob.type, "modifiers": [m.type for m in ob.modifiers],
-                               "matrix": [list(r) for r in ob.matrix_world]})
-        if ob.type != "POINTCLOUD":
-            continue
-        for f in range(sc.frame_start, sc.frame_end + 1):
-            sc.frame_set(f)
-            pc = ob.evaluated_get(bpy.context.evaluated_depsgraph_get()).data
-            n = len(pc.points)
-            rec = {"attrs": {a.name: [a.data_type, a.domain] for a in pc.attributes}}
-            for name, key, width in (("position", "vector", 3), ("opacity", "value", 1), ("radius", "value", 1),
-                                     ("orient", "value", 4), ("scales", "vector", 3)):
-                buf = np.zeros(n * width, np.float32)
-                pc.attributes[name].data.foreach_get(key, buf)
-                rec[name] = buf.reshape(n, width).tolist()
-            out["frames"][f] = rec
-    print("RESULT" + json.dumps(out))
-""")
-
-
 @pytest.mark.blender
 def test_blender_imports_an_animated_point_cloud(tmp_path):
     probe = subprocess.run([sys.executable, "-c", "import bpy"], capture_output=True)
@@ -116,8 +87,7 @@ def test_blender_imports_an_animated_point_cloud(tmp_path):
         pytest.skip("bpy is not installed")
     frames = make_frames(1)
     path = write_usd_points(tmp_path / "loop.usdc", frames, fps=24, frame_start=1)
-    script = tmp_path / "imp.py"
-    script.write_text(BPY_SCRIPT)
+    script = Path(__file__).parent / "blender" / "probes" / "usd_import.py"
     r = subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True, timeout=300)
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT")]
     assert line, r.stdout[-2000:] + r.stderr[-2000:]
