@@ -54,10 +54,10 @@ def test_pipeline_on_cuda(quality: str, tmp_path_factory, capsys, monkeypatch: p
     result = json.loads((out / "result.json").read_text())
     assert result["device"] == "cuda"
     m = result["metrics"]
-    assert m["train_psnr_input_view"] > 20.0, m
-    assert m["input_view"]["motion_cos"] > 0.5, m["input_view"]
-    if quality != "preview":
-        assert m["train4d_psnr_trained"] > 20.0, m
+    assert m["train_psnr_input_view"] > 25.0, m  # 43.7 dB for preview on the CPU
+    assert m["input_view"]["loop_closure_psnr_frameN"] is not None, m["input_view"]
+    if quality != "preview":  # the 4D field's residuals must not wreck the explicit loop
+        assert m["train4d_psnr_trained"] > m["train4d_psnr_preview"] - 1.0, m
     print(quality, "timings", result["timings"])
     cuda_runs[quality] = out
 
