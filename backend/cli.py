@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past ulimit -f a write must fail (EFBIG), not kill us
     try:
         try:
+            _check_requested_device(args, events)  # before anything is written: a wrong device is bad input
             out = check_out_dir(args.out)  # before --demo writes its inputs there
             with out_lock(out):
                 job = job_from_args(args)
@@ -200,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cancelled: {exc}", file=sys.stderr)
         return 130
     except Exception as exc:
+        if _is_out_of_memory(exc):  # raised outside run_job (which words it itself): still not a bug
+            return _input_error(events, LoopscapeError(
+                f"The GPU ran out of memory ({str(exc).splitlines()[0][:160]}).", OOM_HINT))
         cause = disk_full_cause(exc)
         if cause is not None:  # e.g. while --demo writes its inputs, before run_job can say more
             needed = estimate_run_bytes(args.max_side or 512, args.frames or 60, True, 13)
@@ -210,6 +214,36 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     events.emit(protocol.DONE, result=str(result_path))
     return 0
+
+
+OOM_HINT = "Use a smaller --max-side (e.g. 720 or 512), --quality preview, or --device cpu; no result was written."
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    torch = sys.modules.get("torch")  # never imported just to ask: without torch there was no GPU
+    if torch is None:
+        return False
+    from backend.infra.device import is_out_of_memory
+
+    return is_out_of_memory(exc)
+
+
+def _check_requested_device(args: argparse.Namespace, events: EventSink) -> None:
+    """Refuse --device cuda without a usable CUDA and gsplat before the output folder is touched.
+
+    The device comes from the flag, else the job file. gsplat compiles its kernels here on first
+    use (about a minute, once per machine), so say so."""
+    requested = args.device or (JobSpec.from_file(args.job).device if args.job else "auto")
+    if requested == "cpu":
+        return
+    from backend.infra.device import check_device
+
+    import torch
+
+    if requested == "cuda" and torch.cuda.is_available():
+        events.log("checking gsplat's CUDA kernels (the first use on a machine compiles them, about a minute)",
+                   stage=protocol.SETUP)
+    check_device(requested)
 
 
 def _input_error(events: EventSink, exc: LoopscapeError) -> int:

@@ -32,7 +32,7 @@ import torch
 
 from backend import __version__
 from backend.infra.cache import StageCache, content_digest, make_key
-from backend.infra.device import configure_threads, resolve_device
+from backend.infra.device import configure_threads, is_out_of_memory, resolve_device
 from backend.infra.errors import LoopscapeError
 from backend.infra.events import EventSink
 from backend.io.input_checks import check_out_dir
@@ -75,7 +75,15 @@ class StageTimer:
     def stage(self, name: str) -> Iterator[None]:
         self.events.progress(name, 0.0)
         t0 = time.perf_counter()
-        yield
+        try:
+            yield
+        except BaseException as exc:
+            if not hasattr(exc, "loopscape_stage"):
+                try:
+                    exc.loopscape_stage = name  # type: ignore[attr-defined]  # which stage failed, for the message
+                except (AttributeError, TypeError):
+                    pass
+            raise
         self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 3)
         self.events.progress(name, 1.0, seconds=self.timings[name])
 
@@ -100,11 +108,31 @@ def run_job(job: JobSpec, out: Path, events: EventSink, use_cache: bool = True) 
                 artifacts = run_stages(ctx, cache, timer)
                 return publish(staging, out, _result_index(ctx, artifacts, timer, cache), events)
         except Exception as exc:
+            if is_out_of_memory(exc):  # the staging folder is gone by now: no partial result
+                raise out_of_memory_error(exc, job, failed_stage(exc)) from None
             cause = None if isinstance(exc, LoopscapeError) else disk_full_cause(exc)
             if cause is None:
                 raise
             raise disk_full_error(cause, out, estimate_run_bytes(job.max_side, job.frames, job.has_motion,
                                                                  preset.n_views)) from None
+
+
+def failed_stage(exc: BaseException) -> str | None:
+    """The stage an exception escaped from (set by :meth:`StageTimer.stage`)."""
+    return getattr(exc, "loopscape_stage", None)
+
+
+def out_of_memory_error(exc: BaseException, job: JobSpec, stage: str | None) -> LoopscapeError:
+    """One line for a GPU out of memory: where, at what size, and the smaller size to try."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    where = f" in stage {stage}" if stage else ""
+    smaller = max(256, (job.max_side * 2 // 3) // 16 * 16)
+    return LoopscapeError(
+        f"The GPU ran out of memory{where} at --max-side {job.max_side} ({job.frames} frames, quality {job.quality}).",
+        f"Try a smaller --max-side such as {smaller}, --quality preview, or --device cpu; no result was written.")
 
 
 def run_stages(ctx: StageContext, cache: StageCache, timer: StageTimer) -> dict[str, Any]:

@@ -32,3 +32,28 @@ def test_tiny_bench_writes_csv_and_plot(tmp_path):
     assert any(r["frames"] == "8" for r in rows)  # the loop-length run
     assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG" and (out / "bench.png").stat().st_size > 5000
     assert "pixels^" in (out / "bench.md").read_text()
+
+
+def test_qualities_each_run_at_every_size(tmp_path):
+    out = tmp_path / "bench"
+    assert main(["--sizes", "32", "--frames", "4", "--loop-lengths", "--qualities", "preview,draft", "--device", "cpu",
+                 "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out / "bench.csv")))
+    assert {r["quality"] for r in rows if r["stage"] == "total"} == {"preview", "draft"}
+    assert any(r["stage"] == "gaussians4d" and r["quality"] == "draft" and float(r["seconds"]) > 0 for r in rows)
+    assert "| draft | 32 |" in (out / "bench.md").read_text()
+
+
+def test_cuda_bench_without_cuda_is_one_line(tmp_path, capsys, monkeypatch):
+    import pytest
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as bad:
+        main(["--qualities", "preview,ultra"])
+    assert bad.value.code == 2
+    assert main(["--device", "cuda", "--sizes", "512", "1280", "--frames", "120", "--qualities", "preview,final",
+                 "--out", str(tmp_path / "b")]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert err[-1].startswith("error: --device cuda") and "--device cpu" in err[-1]
+    assert not (tmp_path / "b").exists()

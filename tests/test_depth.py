@@ -279,3 +279,44 @@ def test_prior_on_real_scenes() -> None:
         mid = dm.depth[band][~dm.sky[band]]
         assert mid.size and np.median(dm.depth[-1]) < 0.8 * np.median(mid), scene.name
         assert np.median(dm.depth[-1]) < 1.5, scene.name
+
+
+# ----------------------------------------------------------------------------- offline without waiting
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # bound and closed again: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("block", ["closed-port", "hung-resolver"])
+def test_auto_offline_falls_back_within_two_seconds(block: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No HF_HUB_OFFLINE, no network: one quick probe, then the prior with the usual warning (issue 9:
+    31 s went on the hub's retries)."""
+    import socket
+    import time
+
+    from backend.stages import depth as depth_mod
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    if block == "closed-port":
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    else:  # a resolver that never answers: the connect timeout alone does not bound it
+        monkeypatch.setenv("HF_ENDPOINT", "https://huggingface.co")
+        monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: time.sleep(30))
+    monkeypatch.setattr(depth_mod, "_MODEL_CACHE", {})
+    import transformers  # noqa: F401  (its first import is not the hub's wait)
+
+    rgb = _synthetic_landscape()
+    sink = NullSink()
+    t0 = time.perf_counter()
+    dm = estimate_depth(rgb, DepthSpec(source="auto"), sink)
+    took = time.perf_counter() - t0
+    assert dm.source == "prior"
+    assert len(sink.warnings) == 1 and "offline geometric depth prior" in sink.warnings[0]
+    assert took < 2.0, f"the fallback took {took:.1f} s"

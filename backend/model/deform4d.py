@@ -69,6 +69,10 @@ class HexPlane(nn.Module):
 
     def forward(self, xyzt: Tensor) -> Tensor:
         """Features (P, F * levels) at points (P, 4) in [-1, 1]."""
+        return self.sample_batched(xyzt) if xyzt.is_cuda else self.sample_per_plane(xyzt)
+
+    def sample_per_plane(self, xyzt: Tensor) -> Tensor:
+        """One ``grid_sample`` per plane (the CPU path: memory-bound, batching gained nothing there)."""
         outs = []
         for level in self.levels:
             feat = None
@@ -78,6 +82,23 @@ class HexPlane(nn.Module):
                 s = s[0, :, 0].T  # (P, F)
                 feat = s if feat is None else feat * s
             outs.append(feat)
+        return torch.cat(outs, -1)
+
+    def sample_batched(self, xyzt: Tensor) -> Tensor:
+        """The same features with one batched ``grid_sample`` per group of same-shaped planes (the three
+        space planes, the three space-time planes): 4 kernels for two levels instead of 12, forward and
+        backward. On a GPU a 4D iteration at 1280x720 spent ~33 of its 37 ms outside the rasteriser,
+        in small launches like these."""
+        outs = []
+        for level in self.levels:
+            feat = None
+            for group in ((0, 1, 2), (3, 4, 5)):
+                planes = torch.cat([level[i] for i in group])  # (3, F, h, w)
+                grid = torch.stack([xyzt[:, list(PLANES[i])] for i in group])[:, None].to(planes.dtype)  # (3, 1, P, 2)
+                s = F.grid_sample(planes, grid, mode="bilinear", padding_mode="border", align_corners=True)[:, :, 0]
+                prod = s[0] * s[1] * s[2]  # (F, P)
+                feat = prod if feat is None else feat * prod
+            outs.append(feat.T)
         return torch.cat(outs, -1)
 
     def regularisers(self) -> dict[str, Tensor]:

@@ -28,13 +28,10 @@ class RenderOutput:
 
 
 def gsplat_available() -> bool:
-    if not torch.cuda.is_available():
-        return False
-    try:
-        import gsplat  # noqa: F401
-    except Exception:
-        return False
-    return True
+    """gsplat's CUDA kernels load (compiled once; importable is not enough: without nvcc ``_C`` is None)."""
+    from backend.infra.device import gsplat_status
+
+    return gsplat_status().ok
 
 
 def rasterize(

@@ -175,14 +175,35 @@ def _offline_env() -> bool:
     return False
 
 
-def _hub_reachable(timeout: float = 2.0) -> bool:
-    """A quick TCP probe; huggingface_hub otherwise retries for ~30 s before giving up."""
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+HUB_PROBE_SECONDS = 1.5  # the whole probe, name lookup included: offline must fall back within 2 s
+
+
+def _hub_reachable(timeout: float = HUB_PROBE_SECONDS) -> bool:
+    """One quick TCP probe of the hub (HF_ENDPOINT's host and port); huggingface_hub otherwise
+    retries with back-off for ~30 s before giving up.
+
+    ``socket.create_connection``'s timeout does not bound the name lookup, which on a machine
+    without network can hang for the resolver's retries, so the probe runs in a daemon thread and
+    counts as failed when it has not answered in time.
+    """
+    import threading
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host = url.hostname or "huggingface.co"
+    port = url.port or (80 if url.scheme == "http" else 443)
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(True)
+        except (OSError, ValueError):
+            result.append(False)
+
+    worker = threading.Thread(target=probe, name="hub-probe", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return bool(result and result[0])
 
 
 def _resolve_device(device: str) -> str:

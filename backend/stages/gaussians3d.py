@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from backend.model.camera import Camera
+from backend.infra.device import rand, randn, seeded_generator
 from backend.infra.events import EventSink
 from backend.model.gaussians import Gaussians
 from backend.model.losses import photometric_loss, psnr
@@ -149,7 +150,7 @@ class DensityControl:
             budget = cfg.max_gaussians - n
             if int(clone.sum() + split.sum()) > budget:  # keep the strongest gradients within budget
                 order = torch.argsort(avg, descending=True)
-                allowed = torch.zeros(n, dtype=torch.bool)
+                allowed = torch.zeros(n, dtype=torch.bool, device=avg.device)
                 allowed[order[:max(budget, 0)]] = True
                 clone &= allowed
                 split &= allowed
@@ -181,7 +182,7 @@ class DensityControl:
         scales = torch.exp(g.log_scales.data[mask])
         R = quat_to_rotmat(g.quats.data[mask])
         rows: dict[str, Tensor] = {}
-        samples = [torch.randn(scales.shape, generator=gen) * scales for _ in range(2)]
+        samples = [randn(scales.shape, gen, like=scales) * scales for _ in range(2)]
         rows["means"] = torch.cat([g.means.data[mask] + (R @ s[..., None])[..., 0] for s in samples])
         rows["log_scales"] = torch.log(scales / 1.6).repeat(2, 1)
         for k in ("quats", "logit_opacities", "sh0"):
@@ -207,7 +208,7 @@ def train_gaussians(g: Gaussians, views: TrainViews, cfg: TrainConfig, scene_sca
                     stage: str = "gaussians3d") -> tuple[Gaussians, TrainReport]:
     """Optimise ``g`` in place (a trained copy is returned) and report losses and per-view PSNR."""
     t0 = time.time()
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = seeded_generator(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     dev = views.images.device
     g = g.to(dev)
@@ -225,7 +226,7 @@ def train_gaussians(g: Gaussians, views: TrainViews, cfg: TrainConfig, scene_sca
         use_input = not others or rng.random() < cfg.input_view_prob
         vi = views.input_index if use_input else int(rng.choice(others))
         cam = views.cameras[vi]
-        step_bg = torch.rand(3, generator=gen).to(dev) if cfg.random_background and background is None else bg
+        step_bg = rand((3,), gen, like=views.images) if cfg.random_background and background is None else bg
         out = g.render(cam, background=step_bg)
         w = 1.0 if vi != views.input_index else cfg.input_view_weight
         loss = w * photometric_loss(out.rgb, views.images[vi], weights[vi], cfg.lambda_dssim)

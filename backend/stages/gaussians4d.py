@@ -17,6 +17,7 @@ from torch import Tensor
 
 from backend.model.camera import Camera
 from backend.model.deform4d import DeformConfig, Deformation4D, bake, deform_layers
+from backend.infra.device import seeded_generator
 from backend.infra.errors import LoopscapeError
 from backend.infra.events import EventSink, NullSink
 from backend.model.gaussians import Gaussians
@@ -144,7 +145,7 @@ def train_4d(
     if preview.n_moving == 0:
         raise LoopscapeError("no Gaussian is marked as moving, so there is nothing to animate.",
                              "Paint a motion mask over the water, clouds or smoke.")
-    gen = torch.Generator().manual_seed(seed)
+    gen = seeded_generator(seed)  # CPU: frame and view choices are host decisions, the same on every device
     torch.manual_seed(seed)
     deform = Deformation4D.for_loop(preview, cfg.deform)
     plane_params = [p for p in deform.planes.parameters()]

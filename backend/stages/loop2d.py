@@ -28,20 +28,22 @@ class Loop2D:
     backward: np.ndarray  # (n_frames + 1, H, W, 2) displacement after k frames along -F
 
 
-def euler_integrate(flow: np.ndarray | torch.Tensor, steps: int) -> torch.Tensor:
+def euler_integrate(flow: np.ndarray | torch.Tensor, steps: int, device: str | torch.device | None = None) -> torch.Tensor:
     """Displacements (steps + 1, H, W, 2), D_0 = 0, D_{k+1}(x) = D_k(x) + F(x + D_k(x)).
 
     F is sampled bilinearly (pixel centres at +0.5) and is zero outside the image, so a pixel
     that leaves the frame stops just outside it.
     """
-    f = torch.as_tensor(np.asarray(flow) if not isinstance(flow, torch.Tensor) else flow, dtype=torch.float32)
+    f = torch.as_tensor(np.asarray(flow) if not isinstance(flow, torch.Tensor) else flow, dtype=torch.float32,
+                        device=device)
     H, W = f.shape[:2]
+    dev = f.device
     field = f.permute(2, 0, 1)[None]  # (1, 2, H, W)
-    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float32) + 0.5, torch.arange(W, dtype=torch.float32) + 0.5, indexing="ij")
+    ys, xs = _pixel_centres(H, W, dev)
     base = torch.stack([xs, ys], dim=-1)  # (H, W, 2) pixel centres
-    out = torch.zeros((steps + 1, H, W, 2), dtype=torch.float32)
-    d = torch.zeros((H, W, 2), dtype=torch.float32)
-    norm = torch.tensor([2.0 / W, 2.0 / H])
+    out = torch.zeros((steps + 1, H, W, 2), dtype=torch.float32, device=dev)
+    d = torch.zeros((H, W, 2), dtype=torch.float32, device=dev)
+    norm = torch.tensor([2.0 / W, 2.0 / H], device=dev)
     for k in range(steps):
         pos = base + d
         grid = (pos * norm - 1.0)[None]  # align_corners=False: -1/+1 are the outer pixel edges
@@ -49,6 +51,12 @@ def euler_integrate(flow: np.ndarray | torch.Tensor, steps: int) -> torch.Tensor
         d = d + step
         out[k + 1] = d
     return out
+
+
+def _pixel_centres(H: int, W: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ys, xs) (H, W) pixel-centre coordinates (+0.5) on ``device``."""
+    ar = lambda n: torch.arange(n, dtype=torch.float32, device=device) + 0.5  # noqa: E731
+    return torch.meshgrid(ar(H), ar(W), indexing="ij")
 
 
 def _splat(acc: torch.Tensor, wsum: torch.Tensor, colors: torch.Tensor, pos: torch.Tensor, weight: float, W: int, H: int) -> None:
@@ -70,7 +78,7 @@ def _splat(acc: torch.Tensor, wsum: torch.Tensor, colors: torch.Tensor, pos: tor
 
 
 def render_loop_2d(rgb: np.ndarray, flow: np.ndarray, n_frames: int, mask: np.ndarray | None = None,
-                   include_end: bool = False) -> Loop2D:
+                   include_end: bool = False, device: str | torch.device = "cpu") -> Loop2D:
     """Frames t = 0 .. n_frames - 1 of the loop (and t = n_frames when ``include_end``).
 
     ``flow`` (H, W, 2) px/frame is used only inside ``mask`` (default: where it is non-zero);
@@ -78,31 +86,32 @@ def render_loop_2d(rgb: np.ndarray, flow: np.ndarray, n_frames: int, mask: np.nd
     """
     if n_frames < 1:
         raise ValueError("render_loop_2d needs at least one frame")
-    img = torch.as_tensor(np.asarray(rgb, np.float32))
+    dev = torch.device(device)
+    img = torch.as_tensor(np.asarray(rgb, np.float32), device=dev)
     H, W = img.shape[:2]
     fl = np.asarray(flow, np.float32)
     m = (np.linalg.norm(fl, axis=2) > 0) if mask is None else np.asarray(mask, bool)
     fl = fl * m[..., None]
-    fwd = euler_integrate(fl, n_frames)
-    bwd = euler_integrate(-fl, n_frames)
-    mt = torch.as_tensor(m).reshape(-1)
+    fwd = euler_integrate(fl, n_frames, dev)
+    bwd = euler_integrate(-fl, n_frames, dev)
+    mt = torch.as_tensor(m, device=dev).reshape(-1)
     src = img.reshape(-1, 3)[mt]
-    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float32) + 0.5, torch.arange(W, dtype=torch.float32) + 0.5, indexing="ij")
+    ys, xs = _pixel_centres(H, W, dev)
     base = torch.stack([xs, ys], dim=-1).reshape(-1, 2)[mt]
     still = img.reshape(-1, 3)
     count = n_frames + 1 if include_end else n_frames
     frames = np.empty((count, H, W, 3), np.float32)
     for t in range(count):
         alpha = t / n_frames
-        acc = torch.zeros((H * W, 3))
-        wsum = torch.zeros(H * W)
+        acc = torch.zeros((H * W, 3), device=dev)
+        wsum = torch.zeros(H * W, device=dev)
         _splat(acc, wsum, src, base + fwd[t].reshape(-1, 2)[mt], 1.0 - alpha, W, H)
         _splat(acc, wsum, src, base + bwd[n_frames - t].reshape(-1, 2)[mt], alpha, W, H)
         filled = wsum > HOLE_WEIGHT
         out = torch.where(filled[:, None], acc / wsum.clamp(min=HOLE_WEIGHT)[:, None], still)
         out = torch.where(mt[:, None], out, still)  # static pixels: the input, untouched
-        frames[t] = out.reshape(H, W, 3).numpy()
-    return Loop2D(frames=frames, forward=fwd.numpy(), backward=bwd.numpy())
+        frames[t] = out.reshape(H, W, 3).cpu().numpy()
+    return Loop2D(frames=frames, forward=fwd.cpu().numpy(), backward=bwd.cpu().numpy())
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -111,4 +120,4 @@ INPUTS = ("image", "flows", "mask")
 
 
 def run(ctx, image, flows, mask) -> Loop2D:
-    return render_loop_2d(image.rgb, flows.input_view, ctx.job.frames, mask=mask)
+    return render_loop_2d(image.rgb, flows.input_view, ctx.job.frames, mask=mask, device=ctx.device)

@@ -1,8 +1,10 @@
 """Benchmark: ``python -m backend.tools.bench``: per-stage time and peak memory of the pipeline.
 
-Runs the pipeline on the built-in demo scene (backend.tools.demo_scene) once per image size
-(``--sizes``, max side; 1024 is opt-in) and once per loop length (``--loop-lengths``, at the
-smallest size). Every run is a fresh subprocess (``--child``), so peak memory is that run's own:
+Runs the pipeline on the built-in demo scene (backend.tools.demo_scene), or on ``--scene DIR``
+(image.png + labelme.json, e.g. 3dmom_scene_0), once per image size (``--sizes``, max side; 1024
+is opt-in) and quality (``--qualities preview,final``), and once per loop length
+(``--loop-lengths``, at the smallest size, first quality). ``--device cuda`` without a usable
+CUDA and gsplat is refused with one line (exit 2) before any run. Every run is a fresh subprocess (``--child``), so peak memory is that run's own:
 
 * per stage: wall time (the pipeline's ``result["timings"]``), the peak resident set size while
   the stage ran (a 5-ms sampler thread reading /proc/self/statm; ru_maxrss where /proc is
@@ -90,8 +92,9 @@ class StageMemory:
         self._thread.join()
 
 
-def run_child(size: int, frames: int, quality: str, device: str, folder: Path) -> dict:
-    """One pipeline run on the demo scene; returns the measurements (called in a fresh process)."""
+def run_child(size: int, frames: int, quality: str, device: str, folder: Path, scene: str | None = None) -> dict:
+    """One pipeline run on the demo scene (or ``scene``: a folder with image.png and labelme.json);
+    returns the measurements (called in a fresh process)."""
     import torch
 
     from backend.tools.demo_scene import make_demo_scene, write_demo_inputs
@@ -101,8 +104,12 @@ def run_child(size: int, frames: int, quality: str, device: str, folder: Path) -
     from backend.pipeline import run_job
 
     # the demo is drawn at least as large as the size asked for (the loader never upscales)
-    w = max(512, size)
-    inputs = write_demo_inputs(folder / "inputs", make_demo_scene(width=w, height=w * 5 // 8))
+    if scene:
+        inputs = {"image": str(Path(scene, "image.png").resolve()), "labelme": str(Path(scene, "labelme.json").resolve()),
+                  "depth": "prior"}  # the GPU machine has no network: the depth model's time is not ours to bench
+    else:
+        w = max(512, size)
+        inputs = write_demo_inputs(folder / "inputs", make_demo_scene(width=w, height=w * 5 // 8))
     job = JobSpec.from_dict({**inputs, "max_side": size, "frames": frames, "quality": quality, "device": device,
                              "path": "zoom-in"}, base_dir=folder)
     cuda = resolve_device(device).type == "cuda"
@@ -128,14 +135,15 @@ def run_child(size: int, frames: int, quality: str, device: str, folder: Path) -
 
 # ----------------------------------------------------------------------------- parent
 
-def run_one(size: int, frames: int, quality: str, device: str, work: Path, timeout: float) -> dict:
+def run_one(size: int, frames: int, quality: str, device: str, work: Path, timeout: float,
+            scene: str | None = None) -> dict:
     """Run one configuration in a fresh interpreter and return its measurements."""
     folder = work / f"s{size}_f{frames}_{quality}"
     folder.mkdir(parents=True, exist_ok=True)
     out_json = folder / "measure.json"
     out_json.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "backend.tools.bench", "--child", str(out_json), "--sizes", str(size),
-           "--frames", str(frames), "--quality", quality, "--device", device]
+           "--frames", str(frames), "--quality", quality, "--device", device] + (["--scene", scene] if scene else [])
     root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env, timeout=timeout)
@@ -164,16 +172,23 @@ def scaling_exponent(x: list[float], y: list[float]) -> float:
 
 def summary(size_runs: list[dict], loop_runs: list[dict]) -> str:
     stages = list(dict.fromkeys(s for m in size_runs + loop_runs for s in m["timings"]))
-    lines = ["| max side | WxH | Gaussians | frames | " + " | ".join(stages) + " | total s | peak RSS MB |"
-             + (" CUDA peak MB |" if any(m.get("cuda_max_mb") for m in size_runs) else ""),
-             "|" + "---|" * (len(stages) + 6 + (1 if any(m.get("cuda_max_mb") for m in size_runs) else 0))]
+    cuda = any(m.get("cuda_max_mb") for m in size_runs)
+    lines = ["| quality | max side | WxH | Gaussians | frames | " + " | ".join(stages) + " | total s | peak RSS MB |"
+             + (" CUDA peak MB |" if cuda else ""),
+             "|" + "---|" * (len(stages) + 7 + (1 if cuda else 0))]
     for m in size_runs + loop_runs:
         cells = [f"{m['timings'].get(s, math.nan):.2f}" for s in stages]
-        line = (f"| {m['size']} | {m['width']}x{m['height']} | {m['n_gaussians']} | {m['frames']} | " + " | ".join(cells)
-                + f" | {m['total_seconds']:.1f} | {m['ru_maxrss_mb']:.0f} |")
-        if m.get("cuda_max_mb"):
-            line += f" {m['cuda_max_mb']:.0f} |"
+        line = (f"| {m['quality']} | {m['size']} | {m['width']}x{m['height']} | {m['n_gaussians']} | {m['frames']} | "
+                + " | ".join(cells) + f" | {m['total_seconds']:.1f} | {m['ru_maxrss_mb']:.0f} |")
+        if cuda:
+            line += f" {m['cuda_max_mb'] or math.nan:.0f} |"
         lines.append(line)
+    if cuda:  # the same runs' peak GPU memory per stage (torch.cuda.max_memory_allocated, MB)
+        lines += ["", "Peak GPU memory per stage (MB):", "",
+                  "| quality | max side | " + " | ".join(stages) + " |", "|" + "---|" * (len(stages) + 2)]
+        lines += [f"| {m['quality']} | {m['size']} | " + " | ".join(
+            f"{m['cuda_peak_mb'].get(s, math.nan):.0f}" for s in stages) + " |" for m in size_runs]
+    size_runs = [m for m in size_runs if m["quality"] == size_runs[0]["quality"]] if size_runs else size_runs
     if len(size_runs) >= 2:
         px = [m["width"] * m["height"] for m in size_runs]
         lines.append("")
@@ -244,29 +259,44 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loop-lengths", type=int, nargs="*", default=[12, 48],
                     help="loop lengths run at the smallest size (none: skip)")
     ap.add_argument("--quality", default="preview", choices=QUALITIES)
+    ap.add_argument("--qualities", type=_qualities, help="comma-separated presets, each run at every size "
+                    "(e.g. preview,final); overrides --quality")
     ap.add_argument("--device", default="auto", choices=DEVICES)
+    ap.add_argument("--scene", help="a folder with image.png and labelme.json (e.g. 3dmom_scene_0) instead of the "
+                    "demo scene; depth: the offline prior")
     ap.add_argument("--out", default="bench_out")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per run")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        m = run_child(args.sizes[0], args.frames, args.quality, args.device, Path(args.child).parent)
+        m = run_child(args.sizes[0], args.frames, args.quality, args.device, Path(args.child).parent, args.scene)
         atomic_write_json(args.child, m)
         return 0
+    qualities = args.qualities or [args.quality]
+    problem = _device_problem(args.device)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    if args.scene and not (Path(args.scene, "image.png").is_file() and Path(args.scene, "labelme.json").is_file()):
+        print(f"error: --scene {args.scene} needs image.png and labelme.json. Pass a scene folder such as "
+              "../shared/data/scenes/3dmom_scene_0.", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     size_runs, loop_runs = [], []
     try:
-        for s in sorted(args.sizes):
-            size_runs.append(run_one(s, args.frames, args.quality, args.device, out / "runs", args.timeout))
-            print(f"[{time.time() - t0:5.0f} s] max side {s}: {size_runs[-1]['total_seconds']:.1f} s", file=sys.stderr, flush=True)
+        for q in qualities:
+            for s in sorted(args.sizes):
+                size_runs.append(run_one(s, args.frames, q, args.device, out / "runs", args.timeout, args.scene))
+                print(f"[{time.time() - t0:5.0f} s] {q} max side {s}: {size_runs[-1]['total_seconds']:.1f} s",
+                      file=sys.stderr, flush=True)
         small = min(args.sizes)
-        for f in args.loop_lengths:
+        for f in args.loop_lengths:  # the loop-length sweep: first quality, smallest size
             if f == args.frames:
                 loop_runs.append(next(m for m in size_runs if m["size"] == small))
                 continue
-            loop_runs.append(run_one(small, f, args.quality, args.device, out / "runs", args.timeout))
+            loop_runs.append(run_one(small, f, qualities[0], args.device, out / "runs", args.timeout, args.scene))
             print(f"[{time.time() - t0:5.0f} s] {f} frames: {loop_runs[-1]['total_seconds']:.1f} s", file=sys.stderr, flush=True)
         loop_runs.sort(key=lambda m: m["frames"])
         if args.loop_lengths and args.frames not in args.loop_lengths:
@@ -280,18 +310,39 @@ def main(argv: list[str] | None = None) -> int:
     w.writeheader()
     w.writerows(rows)
     atomic_write_text(out / "bench.csv", buf.getvalue())
-    plot(size_runs, loop_runs, out / "bench.png")
+    plot([m for m in size_runs if m["quality"] == qualities[0]], loop_runs, out / "bench.png")
     text = summary(size_runs, [])
     if len(loop_runs) >= 2:
         fr = [m["frames"] for m in loop_runs]
         text += ("\nLoop-length runs:\n" + _loop_table(loop_runs)
                  + f"Scaling with loop length (frames {', '.join(map(str, fr))} at max side {loop_runs[0]['size']}): "
                  f"total time ~ frames^{scaling_exponent(fr, [m['total_seconds'] for m in loop_runs]):.2f}\n")
-    head = f"device {size_runs[0]['device']}, quality {args.quality}, {args.frames} frames for the size sweep, demo scene\n\n"
+    head = (f"device {size_runs[0]['device']}, quality {', '.join(qualities)}, {args.frames} frames for the size sweep, "
+            f"{'scene ' + Path(args.scene).name if args.scene else 'demo scene'}\n\n")
     atomic_write_text(out / "bench.md", head + text)
     print(head + text)
     print(f"total {time.time() - t0:.0f} s; wrote {out / 'bench.csv'}, {out / 'bench.png'}")
     return 0
+
+
+def _qualities(text: str) -> list[str]:
+    qs = [q.strip() for q in text.split(",") if q.strip()]
+    bad = [q for q in qs if q not in QUALITIES]
+    if not qs or bad:
+        raise argparse.ArgumentTypeError(f"--qualities takes a comma-separated list of {', '.join(QUALITIES)}, got {text!r}")
+    return qs
+
+
+def _device_problem(device: str) -> str | None:
+    """Why ``device`` cannot run here (one sentence with the fix), or None."""
+    from backend.infra.device import check_device
+    from backend.infra.errors import LoopscapeError
+
+    try:
+        check_device(device)
+    except LoopscapeError as exc:
+        return f"{exc.message} {exc.hint}"
+    return None
 
 
 def _loop_table(loop_runs: list[dict]) -> str:
