@@ -1,4 +1,4 @@
-"""``python -m backend.bench``: the benchmark under the name issue 9 uses; see backend/tools/bench.py."""
+"""``python -m backend.bench``: a short name for the benchmark, ``backend/tools/bench.py``."""
 import sys
 
 from backend.tools.bench import main
