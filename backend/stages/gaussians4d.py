@@ -111,6 +111,88 @@ def _psnr_of(mse: float) -> float:
     return float(10.0 * np.log10(1.0 / max(mse, 1e-12)))
 
 
+@dataclass
+class _TrainingSamples:
+    """Where each step looks: the input view at a trained frame (its 2D loop is the target), or a
+    side view at any frame 1..N-1 (the explicit loop rendered there, made on first use)."""
+
+    preview: LoopedGaussians
+    cam_in: Camera
+    frames: Tensor
+    side_cameras: list[Camera]
+    train_frames: list[int]
+    p_input_view: float
+    gen: torch.Generator
+    side_cache: dict[tuple[int, int], Tensor] = field(default_factory=dict)
+
+    def draw(self) -> tuple[int, Camera, Tensor]:
+        n = self.preview.n_frames
+        # Frame 0 carries no residual (the gate is zero there), so sample frames 1 .. N-1.
+        t = int(torch.randint(1, n, (1,), generator=self.gen))
+        if not self.side_cameras or float(torch.rand(1, generator=self.gen)) < self.p_input_view:
+            t = self.train_frames[int(torch.randint(0, len(self.train_frames), (1,), generator=self.gen))]
+            return t, self.cam_in, self.frames[t]
+        v = int(torch.randint(0, len(self.side_cameras), (1,), generator=self.gen))
+        if (v, t) not in self.side_cache:
+            with torch.no_grad():
+                self.side_cache[(v, t)] = self.preview.render(t, self.side_cameras[v]).colors.clamp(0, 1)
+        return t, self.side_cameras[v], self.side_cache[(v, t)]
+
+
+@dataclass
+class _KeepBest:
+    """The deformation state with the lowest error on held-out input-view frames.
+
+    The zero-initialised heads make the untrained field the explicit loop, so that is the state
+    to beat (iteration 0) on frames the optimiser never sees.
+    """
+
+    held: list[int]
+    error: float
+    state: dict[str, Tensor]
+    iteration: int = 0
+
+    def offer(self, deform: Deformation4D, error: float, iteration: int) -> None:
+        if np.isfinite(error) and error < self.error:
+            self.error, self.iteration = error, iteration
+            self.state = {k: v.detach().clone() for k, v in deform.state_dict().items()}
+
+
+def _optimise(deform: Deformation4D, preview: LoopedGaussians, samples: _TrainingSamples, best: _KeepBest,
+              cfg: Train4DConfig, iters: int, events: EventSink) -> tuple[list[float], int]:
+    """The training loop: returns the loss per applied step and the count of skipped (non-finite) steps."""
+    plane_params = list(deform.planes.parameters())
+    mlp_params = [p for n, p in deform.named_parameters() if not n.startswith("planes.")]
+    opt = torch.optim.Adam([{"params": plane_params, "lr": cfg.lr_planes}, {"params": mlp_params, "lr": cfg.lr_mlp}])
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    check_every = max(1, int(cfg.check_every * iters))
+    report_every = max(1, iters // 50)
+    n = preview.n_frames
+    losses: list[float] = []
+    skipped = 0
+    for it in range(iters):
+        for g, lr in zip(opt.param_groups, base_lrs):
+            g["lr"] = lr * cfg.lr_factor(it, iters)
+        t, cam, target = samples.draw()
+        render = render_blend(deform_layers(preview, deform, t), t, n, cam).colors
+        reg = deform.regularisers()
+        loss = (photometric_loss(render, target, lambda_dssim=cfg.lambda_dssim)
+                + cfg.w_tv * reg["tv"] + cfg.w_time_smooth * reg["time_smooth"] + cfg.w_time_l1 * reg["time_l1"])
+        opt.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):  # one bad sample must not poison Adam's moments
+            skipped += 1
+            continue
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(deform.parameters(), cfg.grad_clip)
+        opt.step()
+        losses.append(float(loss.detach()))
+        if (it + 1) % check_every == 0 or it + 1 == iters:
+            best.offer(deform, _held_out_error(preview, deform, samples.cam_in, samples.frames, best.held), it + 1)
+        if (it + 1) % report_every == 0 or it + 1 == iters:
+            events.progress(STAGE, (it + 1) / iters, loss=round(losses[-1], 5))
+    return losses, skipped
+
+
 def train_4d(
     gaussians: Gaussians,
     velocity_map: np.ndarray | Tensor | VelocityField,
@@ -130,7 +212,8 @@ def train_4d(
 
     ``velocity_map`` is the 3D motion as an (H, W, 3) map over the input view (world units per
     frame, zero outside ``mask``) or a ready :class:`VelocityField`. ``loop_frames`` (T >= N,
-    H, W, 3) is the input view's 2D loop; the input camera is rescaled to its size.
+    H, W, 3) is the input view's 2D loop; the input camera is rescaled to its size. The result is
+    never worse at the input view than the explicit loop it starts from.
     """
     events = events or NullSink()
     cfg = config or Train4DConfig()
@@ -148,70 +231,23 @@ def train_4d(
     gen = seeded_generator(seed)  # CPU: frame and view choices are host decisions, the same on every device
     torch.manual_seed(seed)
     deform = Deformation4D.for_loop(preview, cfg.deform)
-    plane_params = [p for p in deform.planes.parameters()]
-    mlp_params = [p for n, p in deform.named_parameters() if not n.startswith("planes.")]
-    opt = torch.optim.Adam([{"params": plane_params, "lr": cfg.lr_planes}, {"params": mlp_params, "lr": cfg.lr_mlp}])
-    base_lrs = [g["lr"] for g in opt.param_groups]
     held = held_out_frames(n_frames)
-    train_frames = [t for t in range(1, n_frames) if t not in held] or list(range(1, n_frames))
-    check_every = max(1, int(cfg.check_every * iters))
+    samples = _TrainingSamples(preview, cam_in, frames, side_cameras,
+                               [t for t in range(1, n_frames) if t not in held] or list(range(1, n_frames)),
+                               cfg.p_input_view, gen)
 
     events.progress(STAGE, 0.0, message="rendering the preview loop at the input view")
     mse_before = _input_view_errors(preview, cam_in, frames)
-    # Keep-best: the zero-initialised heads make the untrained field the explicit loop, which is
-    # the state to beat on frames the optimiser never sees.
-    best_err, best_iter = float(np.mean([mse_before[t] for t in held])), 0
-    best_state = {k: v.detach().clone() for k, v in deform.state_dict().items()}
-
-    side_cache: dict[tuple[int, int], Tensor] = {}  # pseudo ground truth, rendered on first use
-
-    def side_target(v: int, t: int) -> Tensor:
-        if (v, t) not in side_cache:
-            with torch.no_grad():
-                side_cache[(v, t)] = preview.render(t, side_cameras[v]).colors.clamp(0, 1)
-        return side_cache[(v, t)]
-
-    losses: list[float] = []
-    skipped = 0
+    best = _KeepBest(held, float(np.mean([mse_before[t] for t in held])),
+                     {k: v.detach().clone() for k, v in deform.state_dict().items()})
     t_loop = time.perf_counter()
-    report_every = max(1, iters // 50)
-    for it in range(iters):
-        for g, lr in zip(opt.param_groups, base_lrs):
-            g["lr"] = lr * cfg.lr_factor(it, iters)
-        # Frame 0 carries no residual (the gate is zero there), so sample frames 1 .. N-1.
-        t = int(torch.randint(1, n_frames, (1,), generator=gen))
-        use_input = not side_cameras or float(torch.rand(1, generator=gen)) < cfg.p_input_view
-        if use_input:
-            t = train_frames[int(torch.randint(0, len(train_frames), (1,), generator=gen))]
-            cam, target = cam_in, frames[t]
-        else:
-            v = int(torch.randint(0, len(side_cameras), (1,), generator=gen))
-            cam, target = side_cameras[v], side_target(v, t)
-        render = render_blend(deform_layers(preview, deform, t), t, n_frames, cam).colors
-        reg = deform.regularisers()
-        loss = (photometric_loss(render, target, lambda_dssim=cfg.lambda_dssim)
-                + cfg.w_tv * reg["tv"] + cfg.w_time_smooth * reg["time_smooth"] + cfg.w_time_l1 * reg["time_l1"])
-        opt.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):  # one bad sample must not poison Adam's moments
-            skipped += 1
-            continue
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(deform.parameters(), cfg.grad_clip)
-        opt.step()
-        losses.append(float(loss.detach()))
-        if (it + 1) % check_every == 0 or it + 1 == iters:
-            err = _held_out_error(preview, deform, cam_in, frames, held)
-            if np.isfinite(err) and err < best_err:
-                best_err, best_iter = err, it + 1
-                best_state = {k: v.detach().clone() for k, v in deform.state_dict().items()}
-        if (it + 1) % report_every == 0 or it + 1 == iters:
-            events.progress(STAGE, (it + 1) / iters, loss=round(losses[-1], 5))
+    losses, skipped = _optimise(deform, preview, samples, best, cfg, iters, events)
     t_iters = time.perf_counter() - t_loop
     if skipped:
         events.warning(f"4D training skipped {skipped} of {iters} steps whose loss was not finite.")
 
-    deform.load_state_dict(best_state)
-    result, kept = bake(preview, deform), "trained"
+    deform.load_state_dict(best.state)
+    result, kept, best_iter = bake(preview, deform), "trained", best.iteration
     mse_after = _input_view_errors(result, cam_in, frames)
     if best_iter == 0 or not np.isfinite(np.mean(mse_after)) or np.mean(mse_after) > np.mean(mse_before):
         # Never end worse than the start: the explicit loop is a complete, valid result.
