@@ -107,30 +107,66 @@ def optimize_3d_motion(points_xyz: np.ndarray, moving: np.ndarray, cameras: Sequ
 
     axis0 = torch.as_tensor(cam0.w2c[2, :3], dtype=torch.float64, device=dev)  # input camera's viewing axis
     theta = torch.as_tensor(d_init / scale[:, None], dtype=torch.float64, device=dev).clone().requires_grad_(True)
-    opt = torch.optim.Adam([theta], lr=lr)
 
     def data_loss(th: torch.Tensor) -> torch.Tensor:
         r = (_project(Rt, P + th * S) - obs.uv - obs.target).abs().sum(-1)  # (V, M) L1 in px
         return ((r * obs.vis).sum(0) * wpt).sum() / max(n_fit, 1)
 
+    def total_loss(th: torch.Tensor) -> torch.Tensor:
+        loss = data_loss(th)
+        if pairs is not None:
+            loss = loss + smooth_weight * (th[pairs[0]] - th[pairs[1]]).abs().sum(-1).mean()
+        if depth_weight > 0:
+            loss = loss + depth_weight * (th @ axis0).abs().mean()
+        return loss
+
     with torch.no_grad():
         loss_init = float(data_loss(theta))
-    history = [loss_init]
-    last_check = loss_init
-    cur_lr = lr
-    step = 0
+    step = _adam_on_plateau(theta, total_loss, loss_init, lr, iters, rel_tol, min_lr, events)
+
+    with torch.no_grad():
+        th = theta.detach()
+        loss_final = float(data_loss(th))
+        d = (th * S).cpu().numpy()
+    # Points no view sees as moving keep the input view's lift (the best information we have).
+    d = np.where(fitted.cpu().numpy()[:, None], d, d_init)
+    velocity[idx] = d.astype(np.float32)
+    metrics = _fit_metrics(d, cam0, scale, M, n_fit, len(cameras), nvis[fitted], loss_init, loss_final, step,
+                           time.perf_counter() - t_start)
+    metrics.update(consistency_metrics(p, cameras, view_flows, obs, d, input_index))
+    return Motion3D(velocity=velocity, moving=moving, metrics=metrics)
+
+
+def _fit_metrics(d: np.ndarray, cam0: Camera, scale: np.ndarray, n_moving: int, n_fit: int, n_views: int,
+                 views_per_point: torch.Tensor, loss_init: float, loss_final: float, steps: int, seconds: float) -> dict:
+    d_cam0 = (d @ cam0.w2c[:3, :3].T) / scale[:, None]  # in the input camera's axes, in input pixels
+    return {
+        "moving_points": int(n_moving),
+        "fitted_points": n_fit,
+        "views": n_views,
+        "mean_views_per_point": round(float(views_per_point.mean()) if n_fit else 0.0, 3),
+        "loss_initial_px": round(loss_init, 6),
+        "fit_residual_px": round(loss_final, 6),
+        "iterations": steps,
+        "optimize_seconds": round(seconds, 3),
+        "mean_speed_px": round(float(np.linalg.norm(d_cam0[:, :2], axis=1).mean()), 6),
+        "mean_depth_speed_px": round(float(np.abs(d_cam0[:, 2]).mean()), 6),
+    }
+
+
+def _adam_on_plateau(theta: torch.Tensor, loss_fn, start_loss: float, lr: float, iters: int, rel_tol: float,
+                     min_lr: float, events: EventSink | None) -> int:
+    """Adam on ``theta``; every 25 steps a relative gain under ``rel_tol`` cuts the rate by 3x, and the fit
+    stops once it is under ``min_lr`` or after ``iters`` steps. Returns the steps taken."""
+    opt = torch.optim.Adam([theta], lr=lr)
+    last_check, cur_lr, step = start_loss, lr, 0
     for step in range(1, iters + 1):
         opt.zero_grad(set_to_none=True)
-        loss = data_loss(theta)
-        if pairs is not None:
-            loss = loss + smooth_weight * (theta[pairs[0]] - theta[pairs[1]]).abs().sum(-1).mean()
-        if depth_weight > 0:
-            loss = loss + depth_weight * (theta @ axis0).abs().mean()
+        loss = loss_fn(theta)
         loss.backward()
         opt.step()
         if step % 25 == 0:
             cur = float(loss.detach())
-            history.append(cur)
             if events is not None:
                 events.progress("mom3d", min(step / iters, 1.0), loss_px=round(cur, 5))
             if last_check - cur < rel_tol * max(last_check, 1e-12):
@@ -140,29 +176,7 @@ def optimize_3d_motion(points_xyz: np.ndarray, moving: np.ndarray, cameras: Sequ
                 for g in opt.param_groups:
                     g["lr"] = cur_lr
             last_check = cur
-
-    with torch.no_grad():
-        th = theta.detach()
-        loss_final = float(data_loss(th))
-        d = (th * S).cpu().numpy()
-    # Points no view sees as moving keep the input view's lift (the best information we have).
-    d = np.where(fitted.cpu().numpy()[:, None], d, d_init)
-    velocity[idx] = d.astype(np.float32)
-    d_cam0 = (d @ cam0.w2c[:3, :3].T) / scale[:, None]  # in the input camera's axes, in input pixels
-    metrics = {
-        "moving_points": int(M),
-        "fitted_points": n_fit,
-        "views": len(cameras),
-        "mean_views_per_point": round(float(nvis[fitted].mean()) if n_fit else 0.0, 3),
-        "loss_initial_px": round(loss_init, 6),
-        "fit_residual_px": round(loss_final, 6),
-        "iterations": step,
-        "optimize_seconds": round(time.perf_counter() - t_start, 3),
-        "mean_speed_px": round(float(np.linalg.norm(d_cam0[:, :2], axis=1).mean()), 6),
-        "mean_depth_speed_px": round(float(np.abs(d_cam0[:, 2]).mean()), 6),
-    }
-    metrics.update(consistency_metrics(p, cameras, view_flows, obs, d, input_index))
-    return Motion3D(velocity=velocity, moving=moving, metrics=metrics)
+    return step
 
 
 def consistency_metrics(p: np.ndarray, cameras: Sequence[Camera], view_flows: ViewFlows, obs: _Observations,
