@@ -6,6 +6,14 @@ Gaussian's exact conic times the opacity, with gsplat's ALPHA_MAX clamp and ALPH
 constants are the contract's, shared with the backend's CPU rasteriser). Quads through
 the means, parallel to the image plane, are hit in mean-depth order, which is gsplat's sort.
 Everything lives in the .blend, so a render farm needs neither the add-on nor the backend.
+
+Viewport (Is Viewport): the quads are realised into one mesh that carries each splat's colour as
+its active colour attribute, so Solid mode shading by Attribute shows the picture, and drawing one
+mesh is far cheaper than a million instances. Final renders keep the instances. A point set that
+is empty (its USD cache is missing) turns into a magenta card in front of the camera.
+
+Builders always create new datablocks (Blender suffixes a taken name), so an import can build
+beside the previous result and drop it only on success (importer._ImportTransaction).
 """
 from __future__ import annotations
 
@@ -19,9 +27,13 @@ from ..contract.splats import ALPHA_MAX, ALPHA_MIN, EPS2D, EXTENT_MAX
 SPLAT_GROUP = "Loopscape Splats"
 FRAME_GROUP = "Loopscape Frame Select"
 MATERIAL = "Loopscape Splat"
+MISSING_MATERIAL = "Loopscape Missing Cache"
+QUAD_OBJECT = "Loopscape Splat Quad"
 UV_ATTR = "ls_uv"
 CONIC_ATTR = "ls_conic"
 FRAME_ATTR = "ls_frame"
+VIEW_COLOR_ATTR = "ls_color"  # linear colour on the viewport mesh's corners (its active colour attribute)
+MISSING_RGB = (1.0, 0.0, 1.0)
 
 
 @dataclass
@@ -54,10 +66,7 @@ def _node(nodes, kind, loc, **props):
 
 
 def _new_group(name: str):
-    old = bpy.data.node_groups.get(name)
-    if old is not None:
-        bpy.data.node_groups.remove(old)
-    ng = bpy.data.node_groups.new(name, "GeometryNodeTree")
+    ng = bpy.data.node_groups.new(name, "GeometryNodeTree")  # never reuse: the previous result may still use it
     ng.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
     ng.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
     return ng
@@ -229,10 +238,24 @@ def build_splat_group(names: AttrNames, material, name: str = SPLAT_GROUP):
     store_conic.inputs["Name"].default_value = CONIC_ATTR
     ng.links.new(conic, store_conic.inputs["Value"])
 
-    # The quad: 2x2 units in the xy plane; its vertex positions are the (u, v) falloff coordinate.
-    grid = g.node("GeometryNodeMeshGrid", (2.0, 2.0, 2, 2))
+    # Linear colour for the viewport mesh (Workbench shows colour attributes as scene-linear).
+    col = g.node("GeometryNodeInputNamedAttribute", data_type="FLOAT_COLOR")
+    col.inputs["Name"].default_value = names.color
+    rgb = g.node("FunctionNodeSeparateColor", (col.outputs["Attribute"],)).outputs
+    lin = [g.math("POWER", g.math("MAXIMUM", g.math("MULTIPLY_ADD", rgb[i], 1 / 1.055, 0.055 / 1.055), 0.0), 2.4)
+           for i in range(3)]
+    store_col = g.node("GeometryNodeStoreNamedAttribute", (store_conic.outputs[0],), data_type="FLOAT_COLOR",
+                       domain="POINT")
+    store_col.inputs["Name"].default_value = VIEW_COLOR_ATTR + "_src"
+    ng.links.new(g.node("FunctionNodeCombineColor", (*lin, 1.0)).outputs[0], store_col.inputs["Value"])
+
+    # The quad: 2x2 units in the xy plane; its vertex positions are the (u, v) falloff coordinate. It
+    # comes from a template object because a realised mesh takes its active colour attribute from
+    # the first instanced mesh, and only a mesh datablock can name one.
+    quad = g.node("GeometryNodeObjectInfo", transform_space="ORIGINAL")
+    quad.inputs["Object"].default_value = quad_object()
     uv = g.node("GeometryNodeInputPosition").outputs[0]
-    store_uv = g.node("GeometryNodeStoreNamedAttribute", (grid.outputs["Mesh"],), data_type="FLOAT_VECTOR",
+    store_uv = g.node("GeometryNodeStoreNamedAttribute", (quad.outputs["Geometry"],), data_type="FLOAT_VECTOR",
                       domain="POINT")
     store_uv.inputs["Name"].default_value = UV_ATTR
     ng.links.new(uv, store_uv.inputs["Value"])
@@ -242,18 +265,83 @@ def build_splat_group(names: AttrNames, material, name: str = SPLAT_GROUP):
     # Parallel to the camera's image plane: the camera's rotation, quad half-sizes in object units.
     scale = g.vec("MULTIPLY", g.combine(hx, hy, 1.0), cam_parts["Scale"])
     inst = g.node("GeometryNodeInstanceOnPoints")
-    ng.links.new(store_conic.outputs[0], inst.inputs["Points"])
+    ng.links.new(store_col.outputs[0], inst.inputs["Points"])
     ng.links.new(setmat.outputs[0], inst.inputs["Instance"])
     ng.links.new(cam_parts["Rotation"], inst.inputs["Rotation"])
     ng.links.new(scale, inst.inputs["Scale"])
-    ng.links.new(inst.outputs["Instances"], gout.inputs["Geometry"])
+
+    # Viewport: one realised mesh with the colour on its points (see the module docstring).
+    real = g.node("GeometryNodeRealizeInstances", (inst.outputs["Instances"],))
+    src = g.node("GeometryNodeInputNamedAttribute", data_type="FLOAT_COLOR")
+    src.inputs["Name"].default_value = VIEW_COLOR_ATTR + "_src"
+    view_col = g.node("GeometryNodeStoreNamedAttribute", (real.outputs[0],), data_type="FLOAT_COLOR", domain="POINT")
+    view_col.inputs["Name"].default_value = VIEW_COLOR_ATTR
+    ng.links.new(src.outputs["Attribute"], view_col.inputs["Value"])
+    splats = _switch(g, g.node("GeometryNodeIsViewport").outputs[0], inst.outputs["Instances"], view_col.outputs[0])
+
+    # No points at all means the USD cache is missing: show that, never an empty or frozen shot.
+    count = g.node("GeometryNodeAttributeDomainSize", (inst.outputs["Instances"],), component="INSTANCES")
+    empty = g.node("FunctionNodeCompare", (count.outputs["Instance Count"], 0.5), data_type="FLOAT", operation="LESS_THAN")
+    out = _switch(g, empty.outputs[0], splats, _missing_card(g, cam_parts))
+    ng.links.new(out, gout.inputs["Geometry"])
     ng["loopscape_names"] = [names.color, names.opacity, names.scales, names.orientation]
     return ng
 
 
+def _switch(g: _Graph, condition, if_false, if_true):
+    sw = g.node("GeometryNodeSwitch", input_type="GEOMETRY")
+    g.links.new(condition, sw.inputs["Switch"])
+    g.links.new(if_false, sw.inputs["False"])
+    g.links.new(if_true, sw.inputs["True"])
+    return sw.outputs[0]
+
+
+def _missing_card(g: _Graph, cam_parts):
+    """A magenta card one unit in front of the render camera, wide enough to fill any view."""
+    card = g.node("GeometryNodeMeshGrid", (200.0, 200.0, 2, 2))
+    # Inputs by name: 4.5+ put a Mode menu before Translation.
+    local = g.node("GeometryNodeTransform", (card.outputs["Mesh"],))
+    local.inputs["Translation"].default_value = (0.0, 0.0, -1.0)
+    world = g.node("GeometryNodeTransform", (local.outputs[0],))
+    g.links.new(cam_parts["Translation"], world.inputs["Translation"])
+    g.links.new(cam_parts["Rotation"], world.inputs["Rotation"])
+    g.links.new(cam_parts["Scale"], world.inputs["Scale"])
+    setmat = g.node("GeometryNodeSetMaterial", (world.outputs[0],))
+    setmat.inputs["Material"].default_value = missing_cache_material()
+    return setmat.outputs[0]
+
+
+def quad_object(name: str = QUAD_OBJECT):
+    """The splat quad: a 2x2 square in xy with an (active) colour attribute; in no scene."""
+    mesh = bpy.data.meshes.new(name)
+    mesh.from_pydata([(-1.0, -1.0, 0.0), (1.0, -1.0, 0.0), (1.0, 1.0, 0.0), (-1.0, 1.0, 0.0)], [], [(0, 1, 2, 3)])
+    attr = mesh.color_attributes.new(VIEW_COLOR_ATTR, "FLOAT_COLOR", "POINT")
+    mesh.color_attributes.active_color = attr
+    mesh.color_attributes.render_color_index = mesh.color_attributes.active_color_index
+    return bpy.data.objects.new(name, mesh)
+
+
+def missing_cache_material(name: str = MISSING_MATERIAL):
+    """Flat magenta (emission in renders, the display colour in Solid mode)."""
+    mat = bpy.data.materials.new(name)
+    mat.diffuse_color = (*MISSING_RGB, 1.0)
+    mat.use_nodes = True
+    nodes = mat.node_tree.nodes
+    nodes.clear()
+    out = _node(nodes, "ShaderNodeOutputMaterial", (300, 0))
+    emit = _node(nodes, "ShaderNodeEmission", (0, 0))
+    emit.inputs["Color"].default_value = (*MISSING_RGB, 1.0)
+    mat.node_tree.links.new(emit.outputs[0], out.inputs["Surface"])
+    return mat
+
+
 def build_material(names: AttrNames, name: str = MATERIAL):
-    """Emission x Gaussian falloff over transparency; colours are sRGB-encoded like the backend's."""
-    mat = bpy.data.materials.get(name) or bpy.data.materials.new(name)
+    """Emission x Gaussian falloff over transparency; colours are sRGB-encoded like the backend's.
+
+    Per-splat values are read from the instancer (renders: instances) plus the geometry (viewport:
+    the realised mesh); the lookup that does not apply reads 0, so their sum is the value either way.
+    """
+    mat = bpy.data.materials.new(name)  # never reuse: the previous result may still use it
     mat.use_nodes = True
     if hasattr(mat, "surface_render_method"):
         mat.surface_render_method = "BLENDED"
@@ -265,11 +353,10 @@ def build_material(names: AttrNames, name: str = MATERIAL):
     # sigma = 0.5 (n_a u^2 + 2 n_b u v + n_c v^2): the conic of the projected covariance (see
     # build_splat_group); alpha = min(ALPHA_MAX, opacity exp(-sigma)), dropped below ALPHA_MIN like gsplat.
     uv = _node(nodes, "ShaderNodeAttribute", (-1200, 300), attribute_type="GEOMETRY", attribute_name=UV_ATTR)
-    con = _node(nodes, "ShaderNodeAttribute", (-1200, 100), attribute_type="INSTANCER", attribute_name=CONIC_ATTR)
     suv = _node(nodes, "ShaderNodeSeparateXYZ", (-1000, 300))
     links.new(uv.outputs["Vector"], suv.inputs[0])
     scon = _node(nodes, "ShaderNodeSeparateXYZ", (-1000, 100))
-    links.new(con.outputs["Vector"], scon.inputs[0])
+    links.new(_splat_attribute(nodes, links, CONIC_ATTR, "Vector", (-1200, 100)), scon.inputs[0])
 
     def math_node(op, a, b, loc):
         n = _node(nodes, "ShaderNodeMath", loc, operation=op)
@@ -283,16 +370,16 @@ def build_material(names: AttrNames, name: str = MATERIAL):
     cross = math_node("MULTIPLY", nb, math_node("MULTIPLY", u, v, (-800, 100)), (-650, 100))
     sigma = math_node("ADD", math_node("MULTIPLY", quad, 0.5, (-350, 350)), cross, (-250, 250))
     gauss = math_node("EXPONENT", math_node("MULTIPLY", sigma, -1.0, (-150, 250)), None, (-50, 250))
-    opa = _node(nodes, "ShaderNodeAttribute", (-300, 0), attribute_type="INSTANCER", attribute_name=names.opacity)
-    alpha = math_node("MULTIPLY", gauss, opa.outputs["Fac"], (100, 200))
+    opa = _splat_attribute(nodes, links, names.opacity, "Fac", (-300, 0))
+    alpha = math_node("MULTIPLY", gauss, opa, (100, 200))
     cap = math_node("MINIMUM", alpha, ALPHA_MAX, (250, 200))
     keep = math_node("GREATER_THAN", alpha, ALPHA_MIN - 1e-7, (250, 350))
     gated = math_node("MULTIPLY", cap, keep, (400, 250))
 
-    col = _node(nodes, "ShaderNodeAttribute", (-1000, -200), attribute_type="INSTANCER", attribute_name=names.color)
+    col = _splat_attribute(nodes, links, names.color, "Vector", (-1000, -200))
     # sRGB decode ((c + 0.055) / 1.055) ^ 2.4, so that a Standard view transform gives back the colour.
     lin = _node(nodes, "ShaderNodeVectorMath", (-800, -200), operation="MULTIPLY_ADD")
-    links.new(col.outputs["Color"], lin.inputs[0])
+    links.new(col, lin.inputs[0])
     lin.inputs[1].default_value = (1 / 1.055,) * 3
     lin.inputs[2].default_value = (0.055 / 1.055,) * 3
     clamp = _node(nodes, "ShaderNodeVectorMath", (-600, -200), operation="MAXIMUM")
@@ -311,3 +398,16 @@ def build_material(names: AttrNames, name: str = MATERIAL):
     links.new(emit.outputs[0], mix.inputs[2])
     links.new(mix.outputs[0], out.inputs["Surface"])
     return mat
+
+
+def _splat_attribute(nodes, links, name: str, output: str, loc):
+    """Instancer lookup + geometry lookup of one per-splat attribute (see build_material)."""
+    inst = _node(nodes, "ShaderNodeAttribute", loc, attribute_type="INSTANCER", attribute_name=name)
+    geom = _node(nodes, "ShaderNodeAttribute", (loc[0], loc[1] - 120), attribute_type="GEOMETRY", attribute_name=name)
+    if output == "Fac":
+        add = _node(nodes, "ShaderNodeMath", (loc[0] + 150, loc[1]), operation="ADD")
+    else:
+        add = _node(nodes, "ShaderNodeVectorMath", (loc[0] + 150, loc[1]), operation="ADD")
+    links.new(inst.outputs[output], add.inputs[0])
+    links.new(geom.outputs[output], add.inputs[1])
+    return add.outputs[0]
