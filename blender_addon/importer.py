@@ -243,7 +243,9 @@ def _import_usd(context, path: Path, res: dict):
                                     import_cameras=False, import_lights=False, import_materials=False,
                                     import_points=True, import_meshes=False, create_collection=False)
     except RuntimeError as exc:  # a corrupt or truncated file: the operator raises with Blender's report
-        raise LoopscapeError(f"Blender could not read the USD file {path} ({_readable(exc)}).",
+        said = _readable(exc).removeprefix("RuntimeError: ").removeprefix("Error: ")
+        detail = f" ({said})" if said and str(path) not in said else ""
+        raise LoopscapeError(f"Blender could not read the USD file {path}: it is damaged or not USD{detail}.",
                              "Run the job again, or import the PLY frames (Source: PLY).") from exc
     if "FINISHED" not in ret:
         raise LoopscapeError(f"Blender could not import {path}.", "Run the job again, or import the PLY frames.")
