@@ -38,6 +38,7 @@ def set_modifier_input(mod, name: str, value: Any) -> None:
         slot.value = value
     else:
         mod[identifier] = value  # 4.2-5.1: 5.2 raises TypeError here ("id properties not supported")
+        mod.id_data.update_tag()  # an ID-property write does not tag the depsgraph by itself
 
 
 def get_modifier_input(mod, name: str) -> Any:

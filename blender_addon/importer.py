@@ -130,7 +130,7 @@ class _ImportTransaction:
         r = scene.render
         out = [(scene, "frame_start"), (scene, "frame_end"), (scene, "camera"), (r, "fps"), (r, "fps_base"),
                (r, "resolution_x"), (r, "resolution_y"), (r, "resolution_percentage"),
-               (scene.display.shading, "color_type"),
+               (scene.display.shading, "color_type"), (scene.display.shading, "light"),
                (scene.loopscape, "hero_camera"), (scene.loopscape, "result_object"),
                (scene.loopscape, "result_dir_stored")]
         if hasattr(scene, "cycles"):
@@ -379,6 +379,7 @@ def import_result(context, directory: str | Path, source: str = "auto", size: fl
         tx.name(obj, SPLATS_NAME)
         tx.name(parent, PARENT_NAME)
         tx.commit(previous)
+        _show_colours_in_solid_mode(context)  # after the commit: viewport settings are not rolled back
     except LoopscapeError:
         tx.rollback()
         raise
@@ -433,18 +434,21 @@ def _add_splat_modifiers(context, tx: _ImportTransaction, obj, hero, res: dict, 
     compat.set_modifier_input(splat_mod, "Hero Focal", _hero_focal(scene, hero, res))
     obj.data.materials.clear()
     obj.data.materials.append(mat)
-    _show_colours_in_solid_mode(context)
 
 
 def _show_colours_in_solid_mode(context) -> None:
-    """Solid shading by attribute shows each splat's colour (the splat group writes it as the
-    viewport mesh's active colour); scene.display is what Workbench renders with."""
+    """Solid shading by Attribute with flat lighting shows each splat's colour as the photo has it
+    (the splat group writes it as the viewport mesh's active colour; studio lighting would shade the
+    camera-facing splats darker). scene.display is what Workbench renders with."""
     color_type = compat.solid_attribute_color_type()
-    context.scene.display.shading.color_type = color_type
+    shadings = [context.scene.display.shading]
     screen = getattr(context, "screen", None)
     for area in screen.areas if screen is not None else ():
         if area.type == "VIEW_3D":
-            area.spaces.active.shading.color_type = color_type
+            shadings.append(area.spaces.active.shading)
+    for shading in shadings:
+        shading.color_type = color_type
+        shading.light = "FLAT"
 
 
 def _apply_scene_settings(scene, res: dict, n_frames: int) -> None:

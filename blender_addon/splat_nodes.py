@@ -7,9 +7,10 @@ constants are the contract's, shared with the backend's CPU rasteriser). Quads t
 the means, parallel to the image plane, are hit in mean-depth order, which is gsplat's sort.
 Everything lives in the .blend, so a render farm needs neither the add-on nor the backend.
 
-Viewport (Is Viewport): the quads are realised into one mesh that carries each splat's colour as
-its active colour attribute, so Solid mode shading by Attribute shows the picture, and drawing one
-mesh is far cheaper than a million instances. Final renders keep the instances. A point set that
+Viewport (Is Viewport, with the Viewport Preview input on): a lean preview, one camera-facing
+triangle per splat realised into one mesh that carries the splat's colour as its active colour
+attribute, so Solid mode shading by Attribute shows the picture and playback stays interactive.
+Final renders (and the viewport with Viewport Preview off) draw the exact splats. A point set that
 is empty (its USD cache is missing) turns into a magenta card in front of the camera.
 
 Builders always create new datablocks (Blender suffixes a taken name), so an import can build
@@ -28,12 +29,13 @@ SPLAT_GROUP = "Loopscape Splats"
 FRAME_GROUP = "Loopscape Frame Select"
 MATERIAL = "Loopscape Splat"
 MISSING_MATERIAL = "Loopscape Missing Cache"
-QUAD_OBJECT = "Loopscape Splat Quad"
+PREVIEW_SHAPE = "Loopscape Viewport Splat"
 UV_ATTR = "ls_uv"
 CONIC_ATTR = "ls_conic"
 FRAME_ATTR = "ls_frame"
-VIEW_COLOR_ATTR = "ls_color"  # linear colour on the viewport mesh's corners (its active colour attribute)
+VIEW_COLOR_ATTR = "ls_color"  # linear splat colour on the viewport mesh (its active colour attribute)
 MISSING_RGB = (1.0, 0.0, 1.0)
+VIEWPORT_SPLATS = 250_000  # the preview's default budget (see _viewport_preview and the README's figures)
 
 
 @dataclass
@@ -175,6 +177,15 @@ def build_splat_group(names: AttrNames, material, name: str = SPLAT_GROUP):
     foc.default_value = 1000.0
     foc.min_value = 1e-3
     foc.description = "Focal length of the backend's camera in pixels (result.json camera K)"
+    pre = ng.interface.new_socket("Viewport Preview", in_out="INPUT", socket_type="NodeSocketBool")
+    pre.default_value = True
+    pre.description = ("Viewport: fast coloured triangles (Solid mode by Attribute shows the picture). Off: the "
+                       "exact splats, as rendered, for a Rendered-mode viewport (slow on large results)")
+    most = ng.interface.new_socket("Viewport Splats", in_out="INPUT", socket_type="NodeSocketInt")
+    most.default_value = VIEWPORT_SPLATS
+    most.min_value = 1
+    most.description = ("Most splats the viewport preview draws: a larger result shows every k-th splat, "
+                        "sqrt(k) times larger, so that playback stays interactive")
     g = _Graph(ng)
     gin = _node(ng.nodes, "NodeGroupInput", (-1400, 0))
     gout = _node(ng.nodes, "NodeGroupOutput", (2400, 0))
@@ -238,24 +249,10 @@ def build_splat_group(names: AttrNames, material, name: str = SPLAT_GROUP):
     store_conic.inputs["Name"].default_value = CONIC_ATTR
     ng.links.new(conic, store_conic.inputs["Value"])
 
-    # Linear colour for the viewport mesh (Workbench shows colour attributes as scene-linear).
-    col = g.node("GeometryNodeInputNamedAttribute", data_type="FLOAT_COLOR")
-    col.inputs["Name"].default_value = names.color
-    rgb = g.node("FunctionNodeSeparateColor", (col.outputs["Attribute"],)).outputs
-    lin = [g.math("POWER", g.math("MAXIMUM", g.math("MULTIPLY_ADD", rgb[i], 1 / 1.055, 0.055 / 1.055), 0.0), 2.4)
-           for i in range(3)]
-    store_col = g.node("GeometryNodeStoreNamedAttribute", (store_conic.outputs[0],), data_type="FLOAT_COLOR",
-                       domain="POINT")
-    store_col.inputs["Name"].default_value = VIEW_COLOR_ATTR + "_src"
-    ng.links.new(g.node("FunctionNodeCombineColor", (*lin, 1.0)).outputs[0], store_col.inputs["Value"])
-
-    # The quad: 2x2 units in the xy plane; its vertex positions are the (u, v) falloff coordinate. It
-    # comes from a template object because a realised mesh takes its active colour attribute from
-    # the first instanced mesh, and only a mesh datablock can name one.
-    quad = g.node("GeometryNodeObjectInfo", transform_space="ORIGINAL")
-    quad.inputs["Object"].default_value = quad_object()
+    # The quad: 2x2 units in the xy plane; its vertex positions are the (u, v) falloff coordinate.
+    grid = g.node("GeometryNodeMeshGrid", (2.0, 2.0, 2, 2))
     uv = g.node("GeometryNodeInputPosition").outputs[0]
-    store_uv = g.node("GeometryNodeStoreNamedAttribute", (quad.outputs["Geometry"],), data_type="FLOAT_VECTOR",
+    store_uv = g.node("GeometryNodeStoreNamedAttribute", (grid.outputs["Mesh"],), data_type="FLOAT_VECTOR",
                       domain="POINT")
     store_uv.inputs["Name"].default_value = UV_ATTR
     ng.links.new(uv, store_uv.inputs["Value"])
@@ -265,27 +262,86 @@ def build_splat_group(names: AttrNames, material, name: str = SPLAT_GROUP):
     # Parallel to the camera's image plane: the camera's rotation, quad half-sizes in object units.
     scale = g.vec("MULTIPLY", g.combine(hx, hy, 1.0), cam_parts["Scale"])
     inst = g.node("GeometryNodeInstanceOnPoints")
-    ng.links.new(store_col.outputs[0], inst.inputs["Points"])
+    ng.links.new(store_conic.outputs[0], inst.inputs["Points"])
     ng.links.new(setmat.outputs[0], inst.inputs["Instance"])
     ng.links.new(cam_parts["Rotation"], inst.inputs["Rotation"])
     ng.links.new(scale, inst.inputs["Scale"])
 
-    # Viewport: one realised mesh with the colour on its points (see the module docstring).
-    real = g.node("GeometryNodeRealizeInstances", (inst.outputs["Instances"],))
-    src = g.node("GeometryNodeInputNamedAttribute", data_type="FLOAT_COLOR")
-    src.inputs["Name"].default_value = VIEW_COLOR_ATTR + "_src"
-    view_col = g.node("GeometryNodeStoreNamedAttribute", (real.outputs[0],), data_type="FLOAT_COLOR", domain="POINT")
-    view_col.inputs["Name"].default_value = VIEW_COLOR_ATTR
-    ng.links.new(src.outputs["Attribute"], view_col.inputs["Value"])
-    splats = _switch(g, g.node("GeometryNodeIsViewport").outputs[0], inst.outputs["Instances"], view_col.outputs[0])
+    preview = _viewport_preview(g, gin, names, cam_parts, material)
+    use_preview = g.node("FunctionNodeBooleanMath", (g.node("GeometryNodeIsViewport").outputs[0],
+                                                     gin.outputs["Viewport Preview"]), operation="AND")
+    splats = _switch(g, use_preview.outputs[0], inst.outputs["Instances"], preview)
 
     # No points at all means the USD cache is missing: show that, never an empty or frozen shot.
-    count = g.node("GeometryNodeAttributeDomainSize", (inst.outputs["Instances"],), component="INSTANCES")
-    empty = g.node("FunctionNodeCompare", (count.outputs["Instance Count"], 0.5), data_type="FLOAT", operation="LESS_THAN")
+    # (Domain sizes, not the instances: those would make the viewport evaluate the exact branch.)
+    n_cloud = g.node("GeometryNodeAttributeDomainSize", (gin.outputs["Geometry"],), component="POINTCLOUD")
+    n_mesh = g.node("GeometryNodeAttributeDomainSize", (gin.outputs["Geometry"],), component="MESH")
+    n = g.math("ADD", n_cloud.outputs["Point Count"], n_mesh.outputs["Point Count"])
+    empty = g.node("FunctionNodeCompare", (n, 0.5), data_type="FLOAT", operation="LESS_THAN")
     out = _switch(g, empty.outputs[0], splats, _missing_card(g, cam_parts))
     ng.links.new(out, gout.inputs["Geometry"])
     ng["loopscape_names"] = [names.color, names.opacity, names.scales, names.orientation]
     return ng
+
+
+def _viewport_preview(g: _Graph, gin, names: AttrNames, cam_parts, material):
+    """The viewport's splats: one camera-facing triangle per point, realised into one mesh whose
+    active colour attribute is the splat colour (linear), for Solid mode by Attribute.
+
+    Drawing a million instances, or realising a million exact quads with all their attributes,
+    takes seconds per frame; this keeps two attributes and skips the covariance. Each triangle's
+    inscribed circle has radius max(1.5 sigma_max x Size, 0.7 px at the hero focal), times sqrt(k)
+    when only every k-th splat is drawn (Viewport Splats)."""
+    pts = gin.outputs["Geometry"]
+    n_cloud = g.node("GeometryNodeAttributeDomainSize", (pts,), component="POINTCLOUD")
+    n_mesh = g.node("GeometryNodeAttributeDomainSize", (pts,), component="MESH")
+    n = g.math("ADD", n_cloud.outputs["Point Count"], n_mesh.outputs["Point Count"])
+    step = g.math("MAXIMUM", g.math("CEIL", g.math("DIVIDE", n, gin.outputs["Viewport Splats"])), 1.0)
+    index = g.node("GeometryNodeInputIndex").outputs[0]
+    every = g.node("FunctionNodeCompare", (g.math("FLOORED_MODULO", index, step), 0.5), data_type="FLOAT",
+                   operation="LESS_THAN")
+    scl = g.node("GeometryNodeInputNamedAttribute", data_type="FLOAT_VECTOR")
+    scl.inputs["Name"].default_value = names.scales
+    sx, sy, sz = g.xyz(scl.outputs["Attribute"])
+    sigma = g.math("MULTIPLY", g.math("MAXIMUM", g.math("MAXIMUM", sx, sy), sz), gin.outputs["Size"])
+    dist = g.vec("DISTANCE", g.node("GeometryNodeInputPosition").outputs[0], cam_parts["Translation"], out="Value")
+    radius = g.math("MAXIMUM", g.math("MULTIPLY", sigma, 1.5),
+                    g.math("MULTIPLY", g.math("DIVIDE", dist, gin.outputs["Hero Focal"]), 0.7))
+    radius = g.math("MULTIPLY", radius, g.math("SQRT", step))
+
+    # Realising copies every attribute to each corner: keep colour, opacity and the viewport colour.
+    lean = pts
+    for attr in (names.scales, names.orientation, "radius", FRAME_ATTR, "velocities"):
+        rm = g.node("GeometryNodeRemoveAttribute", (lean,))
+        rm.inputs["Name"].default_value = attr
+        lean = rm.outputs[0]
+    shape = g.node("GeometryNodeObjectInfo", transform_space="ORIGINAL")
+    shape.inputs["Object"].default_value = preview_shape()
+    # Drop the shape's own colour values (they would win over the points'); the mesh keeps the
+    # attribute's name as its active colour, and the realised points bring theirs under that name.
+    bare = g.node("GeometryNodeRemoveAttribute", (shape.outputs["Geometry"],))
+    bare.inputs["Name"].default_value = VIEW_COLOR_ATTR
+    setmat = g.node("GeometryNodeSetMaterial", (bare.outputs[0],))
+    setmat.inputs["Material"].default_value = material
+    inst = g.node("GeometryNodeInstanceOnPoints")
+    g.links.new(lean, inst.inputs["Points"])
+    g.links.new(every.outputs[0], inst.inputs["Selection"])
+    g.links.new(setmat.outputs[0], inst.inputs["Instance"])
+    g.links.new(cam_parts["Rotation"], inst.inputs["Rotation"])
+    g.links.new(radius, inst.inputs["Scale"])
+    # The linear colour, on the drawn instances only (sRGB decode as in the material: Workbench
+    # shows colour attributes as scene-linear).
+    col = g.node("GeometryNodeInputNamedAttribute", data_type="FLOAT_COLOR")
+    col.inputs["Name"].default_value = names.color
+    rgb = g.node("FunctionNodeSeparateColor", (col.outputs["Attribute"],)).outputs
+    lin = [g.math("POWER", g.math("MAXIMUM", g.math("MULTIPLY_ADD", rgb[i], 1 / 1.055, 0.055 / 1.055), 0.0), 2.4)
+           for i in range(3)]
+    store = g.node("GeometryNodeStoreNamedAttribute", (inst.outputs["Instances"],), data_type="FLOAT_COLOR",
+                   domain="INSTANCE")
+    store.inputs["Name"].default_value = VIEW_COLOR_ATTR
+    g.links.new(g.node("FunctionNodeCombineColor", (*lin, 1.0)).outputs[0], store.inputs["Value"])
+    real = g.node("GeometryNodeRealizeInstances", (store.outputs[0],))
+    return real.outputs[0]
 
 
 def _switch(g: _Graph, condition, if_false, if_true):
@@ -311,10 +367,13 @@ def _missing_card(g: _Graph, cam_parts):
     return setmat.outputs[0]
 
 
-def quad_object(name: str = QUAD_OBJECT):
-    """The splat quad: a 2x2 square in xy with an (active) colour attribute; in no scene."""
+def preview_shape(name: str = PREVIEW_SHAPE):
+    """The viewport splat: a triangle around the unit circle in xy, with an (active) colour attribute
+    whose name a realised mesh inherits (only a mesh datablock can name one); in no scene."""
+    r = 2.0  # circumradius of an equilateral triangle whose inscribed circle has radius 1
+    verts = [(r * math.cos(a), r * math.sin(a), 0.0) for a in (math.pi / 2, math.pi * 7 / 6, math.pi * 11 / 6)]
     mesh = bpy.data.meshes.new(name)
-    mesh.from_pydata([(-1.0, -1.0, 0.0), (1.0, -1.0, 0.0), (1.0, 1.0, 0.0), (-1.0, 1.0, 0.0)], [], [(0, 1, 2, 3)])
+    mesh.from_pydata(verts, [], [(0, 1, 2)])
     attr = mesh.color_attributes.new(VIEW_COLOR_ATTR, "FLOAT_COLOR", "POINT")
     mesh.color_attributes.active_color = attr
     mesh.color_attributes.render_color_index = mesh.color_attributes.active_color_index

@@ -12,7 +12,7 @@ import time
 
 import bpy
 import numpy as np
-from kit import Context
+from kit import Context, modifier_input
 
 
 def viewport_mesh(obj):
@@ -84,6 +84,23 @@ def bench(ctx: Context) -> None:
         times.append(time.time() - t)
     out["frame_s"] = times
     out["quads"] = len(viewport_mesh(obj).polygons)
+    mod = obj.modifiers["Loopscape Splats"]
+    modifier_input(mod, "Viewport Splats", 10**9)  # every splat in the preview
+    times = []
+    for f in [1, 2, 3, 4, 1, 2]:
+        t = time.time()
+        scene.frame_set(f)
+        times.append(time.time() - t)
+    out["frame_s_all"] = times
+    out["quads_all"] = len(viewport_mesh(obj).polygons)
+    mod.show_viewport = False  # the point stream alone (USD read)
+    times = []
+    for f in [1, 2, 3, 4, 1, 2]:
+        t = time.time()
+        scene.frame_set(f)
+        times.append(time.time() - t)
+    out["frame_s_cache"] = times
+    mod.show_viewport = True
     # The same frames with the render-side evaluation the viewport used before (instances, no realise).
     group = obj.modifiers["Loopscape Splats"].node_group
     for node in list(group.nodes):
