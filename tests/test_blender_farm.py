@@ -76,6 +76,7 @@ def test_packed_copy_renders_the_same_frame_without_the_result_folder(farm):
     assert kept["cache"] != farm["saved"]["saved"]["cache"], f"bat pack did not rewrite the cache:\n{farm['bat_log']}"
     assert kept["result_dir_abs"].startswith(str(farm["packed_dir"])), kept
     assert packed["last_error"] == "", "nothing is missing in the packed copy"
+    assert not any("missing" in label for label in packed["panel"])
     orig, again = load_png(tmp / f"orig_{N}.png"), load_png(tmp / f"packed_{N}.png")
     first = load_png(tmp / "orig_1.png")
     print(f"packed frame {N} vs original: {psnr(again, orig):.1f} dB; original frame {N} vs 1: "
@@ -95,3 +96,4 @@ def test_missing_cache_is_loud_and_renders_no_frozen_frame(farm):
         assert magenta.mean() > 0.95, f"{name}: the missing cache must show as the magenta card"
     assert "point cache" in missing["last_error"] and "missing" in missing["last_error"]
     assert "result_moved_away" not in missing["last_error"]
+    assert any(label.startswith("Point cache missing") for label in missing["panel"]), missing["panel"]

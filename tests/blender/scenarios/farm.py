@@ -16,6 +16,33 @@ import bpy
 from kit import Context, cycles_match_setup
 
 
+class _Layout:
+    """Records the labels a panel draws (background mode has no UI to draw into)."""
+
+    def __init__(self, labels: list) -> None:
+        self.labels, self.alert = labels, False
+
+    def label(self, text: str = "", **_kw) -> None:
+        self.labels.append(text)
+
+    def box(self, **_kw):
+        return _Layout(self.labels)
+
+    row = column = box
+
+    def __getattr__(self, _name):
+        return lambda *a, **kw: _Layout(self.labels)
+
+
+def result_panel_labels(ctx: Context) -> list[str]:
+    import sys
+
+    panel = type("P", (), {})()
+    panel.layout = _Layout([])
+    sys.modules[ctx.pkg + ".panels"].LOOPSCAPE_PT_result.draw(panel, bpy.context)
+    return panel.layout.labels
+
+
 def render(path: str, frame: int) -> None:
     scene = bpy.context.scene
     scene.frame_set(frame)
@@ -56,6 +83,7 @@ def main(ctx: Context) -> None:
         bpy.ops.wm.open_mainfile(filepath=args["blend"])
         paths_kept(out, "packed")
         out["last_error"] = bpy.context.scene.loopscape.last_error
+        out["panel"] = result_panel_labels(ctx)
         render(args["dir"] + f"/packed_{n}.png", n)
     else:
         addon_utils.disable(ctx.pkg)
@@ -64,4 +92,5 @@ def main(ctx: Context) -> None:
         addon_utils.enable(ctx.pkg)
         bpy.ops.wm.open_mainfile(filepath=args["blend"])
         out["last_error"] = bpy.context.scene.loopscape.last_error
+        out["panel"] = result_panel_labels(ctx)
         render(args["dir"] + f"/missing_{n}.png", n)
