@@ -38,7 +38,7 @@ def set_modifier_input(mod, name: str, value: Any) -> None:
         slot.value = value
     else:
         mod[identifier] = value  # 4.2-5.1: 5.2 raises TypeError here ("id properties not supported")
-        mod.id_data.update_tag()  # an ID-property write does not tag the depsgraph by itself
+    mod.id_data.update_tag()  # neither write re-evaluates the object by itself (checked on 5.0 and 5.2)
 
 
 def get_modifier_input(mod, name: str) -> Any:

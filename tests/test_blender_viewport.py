@@ -39,6 +39,7 @@ def test_viewport_mesh_carries_the_splat_colours(solid):
     assert out["quads"] == solid["n"], "one quad per splat in the viewport mesh"
     assert out["active_color"] == "ls_color"
     assert out["color_err"] < 1e-4
+    assert out["exact_instances"] == out["exact_quads"] == solid["n"], "Viewport Preview off: one instance per splat"
 
 
 def test_solid_mode_shows_the_picture(solid):

@@ -12,7 +12,7 @@ import time
 
 import bpy
 import numpy as np
-from kit import Context, modifier_input
+from kit import Context, modifier_input, splat_count
 
 
 def viewport_mesh(obj):
@@ -55,6 +55,12 @@ def look(ctx: Context) -> None:
     mesh.attributes["displayColor"].data.foreach_get("color", src)
     want = np.maximum((src.reshape(-1, 4)[:, :3] + 0.055) / 1.055, 0) ** 2.4
     out["color_err"] = float(np.abs(col.reshape(-1, 4)[:, :3] - want).max())
+    mod = obj.modifiers["Loopscape Splats"]
+    modifier_input(mod, "Viewport Preview", False)  # the exact splats in the viewport too
+    dg = bpy.context.evaluated_depsgraph_get()
+    out["exact_instances"] = sum(1 for i in dg.object_instances if i.is_instance and i.parent and i.parent.original == obj)
+    out["exact_quads"] = splat_count(obj)
+    modifier_input(mod, "Viewport Preview", True)
 
     scene.camera = scene.loopscape.hero_camera
     scene.render.engine = "BLENDER_WORKBENCH"
