@@ -379,7 +379,6 @@ def import_result(context, directory: str | Path, source: str = "auto", size: fl
         tx.name(obj, SPLATS_NAME)
         tx.name(parent, PARENT_NAME)
         tx.commit(previous)
-        _show_colours_in_solid_mode(context)  # after the commit: viewport settings are not rolled back
     except LoopscapeError:
         tx.rollback()
         raise
@@ -388,6 +387,10 @@ def import_result(context, directory: str | Path, source: str = "auto", size: fl
         tx.rollback()
         raise LoopscapeError(f"Import of {d} failed: {_readable(exc)}.",
                              "Nothing was changed; the system console has the details.") from exc
+    try:  # after the commit, and never a reason to fail the import (viewport settings only)
+        _show_colours_in_solid_mode(context)
+    except (AttributeError, TypeError):
+        traceback.print_exc(file=sys.stderr)
     return ImportReport(obj, parent, "usd" if use_usd else "ply", n_frames, points)
 
 
