@@ -3,7 +3,9 @@
 
     python3 build.py            build dist/loopscape-<version>.zip (the Blender extension)
     python3 build.py setup      create .venv with the backend and test dependencies
-    python3 build.py test       set up, then run the whole test suite
+    python3 build.py test       set up, then run the whole test suite, then the Blender tests again
+                                on bpy 5.2 (.venv-bpy52, Python 3.13 from pyenv; skipped with a note
+                                when there is no Python 3.13, or with LOOPSCAPE_SKIP_BPY52=1)
     python3 build.py demo       set up, then run the main job on the built-in landscape
 
 Only the standard library is used here, so this runs on a bare Python 3.10+.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -64,6 +67,53 @@ def setup() -> Path:
     return py
 
 
+# The newest Blender's bpy wheel: the Blender tests run a second time on it (the suite's own
+# interpreter carries bpy 5.0.1 from the dev extra). bpy 5.1+ needs Python 3.13.
+BPY_NEW_SPEC = "bpy==5.2.3"
+BPY_NEW_PYTHON = "3.13"
+BPY_NEW_VENV = ROOT / ".venv-bpy52"
+
+
+def _python(version: str) -> tuple[list[str], dict] | None:
+    """A command and environment that run Python ``version``: pyenv's newest such install when pyenv
+    is there (its shims need PYENV_VERSION), else pythonX.Y on PATH; None when neither works."""
+    env = dict(os.environ)
+    if shutil.which("pyenv"):
+        p = subprocess.run(["pyenv", "versions", "--bare"], capture_output=True, text=True)
+        found = sorted((v.strip() for v in p.stdout.split() if v.strip().startswith(version + ".")),
+                       key=lambda v: [int(x) if x.isdigit() else 0 for x in v.split(".")])
+        if found:
+            env["PYENV_VERSION"] = found[-1]
+    exe = shutil.which(f"python{version}")
+    if exe is None:
+        return None
+    p = subprocess.run([exe, "-c", "import sys, venv; print('%d.%d' % sys.version_info[:2])"], capture_output=True,
+                       text=True, env=env)
+    return ([exe], env) if p.returncode == 0 and p.stdout.strip() == version else None
+
+
+def blender_venv(venv: Path = BPY_NEW_VENV, version: str = BPY_NEW_PYTHON, spec: str = BPY_NEW_SPEC) -> Path | None:
+    """A venv with the bpy wheel ``spec`` (for LOOPSCAPE_BLENDER_PYTHON); None, with a note, when
+    no Python ``version`` is available. Set up again only when the spec changes."""
+    py = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    stamp = venv / ".loopscape-stamp"
+    if py.exists() and stamp.exists() and stamp.read_text() == spec:
+        return py
+    found = _python(version)
+    if found is None:
+        print(f"build.py: note: no Python {version} (pyenv install {version} provides one); "
+              f"the Blender tests do not run on {spec}", file=sys.stderr)
+        return None
+    cmd, env = found
+    shutil.rmtree(venv, ignore_errors=True)
+    if _run([*cmd, "-m", "venv", venv], env=env) != 0 or _run([py, "-m", "pip", "install", "-q", spec]) != 0:
+        print(f"build.py: note: could not set up {venv} with {spec}; the Blender tests do not run on it",
+              file=sys.stderr)
+        return None
+    stamp.write_text(spec)
+    return py
+
+
 def test(extra: list[str]) -> int:
     py = setup()
     # Name tests/ unless the caller names tests: tests/pytest.ini then sets the rootdir (see there).
@@ -72,6 +122,16 @@ def test(extra: list[str]) -> int:
     if rc == 5:
         print("build.py: pytest collected no tests; that is a failure", file=sys.stderr)
         return 1
+    if os.environ.get("LOOPSCAPE_SKIP_BPY52") == "1":
+        return rc
+    # The Blender tests again on the newest Blender (scenarios run under its interpreter; see
+    # tests/test_blender_support.py). Only they: the rest of the suite does not touch bpy.
+    new = blender_venv()
+    if new is not None:
+        env = dict(os.environ, LOOPSCAPE_BLENDER_PYTHON=str(new))
+        print(f"build.py: the Blender tests on {BPY_NEW_SPEC}", flush=True)
+        rc_new = _run([py, "-m", "pytest", "-m", "blender", *(extra or ["tests"])], env=env)
+        rc = rc or (1 if rc_new == 5 else rc_new)
     return rc
 
 

@@ -29,7 +29,7 @@ from mathutils import Matrix
 
 from ..contract import LoopscapeError
 from ..contract.splats import USD_PRIMS, backward_weight
-from . import ply_read, result_io
+from . import ply_read, result_io, usd_cache
 
 FORWARD_COLLECTION = "Loopscape Forward"
 BACKWARD_COLLECTION = "Loopscape Backward"
@@ -56,13 +56,7 @@ class Layers:
 
 def import_usd(context, path: Path, res: dict, relpath: Callable[[str], str]) -> Layers:
     """Import the layout's USD (three prims, one CacheFile) and return its three point clouds."""
-    before = set(bpy.data.objects)
-    ret = bpy.ops.wm.usd_import(filepath=str(path), relative_path=bool(bpy.data.filepath), set_frame_range=False,
-                                import_cameras=False, import_lights=False, import_materials=False,
-                                import_points=True, import_meshes=False, create_collection=False)
-    if "FINISHED" not in ret:
-        raise LoopscapeError(f"Blender could not import {path}.", "Run the job again, or import the PLY frames.")
-    new = [o for o in bpy.data.objects if o not in before]
+    new = usd_cache.import_objects(path)
     found: dict[str, object] = {}
     for o in new:
         if o.type != "POINTCLOUD":
@@ -83,10 +77,14 @@ def import_usd(context, path: Path, res: dict, relpath: Callable[[str], str]) ->
         raise LoopscapeError(f"{path} lacks the loop's {', '.join(missing)} point prim(s).", result_io.RERUN)
     offset = context.scene.frame_start - result_io.usd_start(path, res)
     for o in keep:
+        cached = False
         for mod in o.modifiers:
             if mod.type == "MESH_SEQUENCE_CACHE" and mod.cache_file is not None:
                 mod.cache_file.filepath = relpath(str(path))
                 mod.cache_file.frame_offset = offset  # USD code start shows at the scene's first frame
+                cached = True
+        if cached:  # the moving layers: nothing plausible may render without their cache
+            usd_cache.drop_baked_points(o, o.name)
     return Layers(found["static"], found["forward"], found["backward"])
 
 
@@ -163,6 +161,11 @@ def attach(context, layers: Layers, parent, n_frames: int) -> str | None:
     scene.render.use_single_layer = False  # both layers must render for the mix
     scene.render.use_compositing = True
     return _build_compositor(scene, main.name, back.name, n_frames)
+
+
+def is_set_up(scene) -> bool:
+    """Whether the scene holds the loop blend's view layer (from an earlier layered import)."""
+    return scene.view_layers.get(BACKWARD_VIEW_LAYER) is not None
 
 
 def remove(scene) -> None:

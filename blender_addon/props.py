@@ -7,6 +7,7 @@ from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProp
 
 from ..contract.camera import PATH_PRESETS
 from ..contract.quality import DEFAULT_QUALITY, PRESETS
+from .compat import path_options
 
 QUALITY_ITEMS = [(p.name, p.label, p.description) for p in PRESETS.values()]
 # Menu text 'zoom-in' -> 'Zoom In': the contract names the presets, the add-on only shows them.
@@ -20,6 +21,17 @@ RUN_DEVICE_ITEMS = [
 
 def _is_camera(_self, obj) -> bool:
     return obj.type == "CAMERA"
+
+
+def _get_result_dir(self) -> str:
+    from .paths import scene_result_dir  # paths imports bpy handlers; keep props importable first
+
+    return scene_result_dir(self)
+
+
+def _set_result_dir(self, value: str) -> None:
+    # A result streamed from a USD cache ignores this: its folder follows the cache (see paths.py).
+    self.result_dir_stored = value
 
 
 class LoopscapeHint(bpy.types.PropertyGroup):
@@ -66,9 +78,13 @@ class LoopscapeSceneProps(bpy.types.PropertyGroup):
     stage: StringProperty(default="")
     log_tail: StringProperty(default="")
     last_error: StringProperty(default="")
-    log_path: StringProperty(default="", subtype="FILE_PATH")
-    # Result
-    result_dir: StringProperty(name="Result Folder", default="", subtype="DIR_PATH")
+    log_path: StringProperty(default="", subtype="FILE_PATH", options=path_options())
+    # Result. The folder is derived from the result's USD cache path when it streams from one, so that
+    # a packer (bat pack) that rewrites the cache's path moves it too; stored only for PLY imports.
+    result_dir: StringProperty(name="Result Folder", subtype="DIR_PATH", get=_get_result_dir, set=_set_result_dir,
+                               options=path_options(),
+                               description="The result folder: the folder of the point cache when there is one")
+    result_dir_stored: StringProperty(default="", subtype="DIR_PATH", options=path_options("HIDDEN"))
     result_object: PointerProperty(name="Result", type=bpy.types.Object)
 
 

@@ -6,6 +6,15 @@ Gaussian's exact conic times the opacity, with gsplat's ALPHA_MAX clamp and ALPH
 constants are the contract's, shared with the backend's CPU rasteriser). Quads through
 the means, parallel to the image plane, are hit in mean-depth order, which is gsplat's sort.
 Everything lives in the .blend, so a render farm needs neither the add-on nor the backend.
+
+Viewport (Is Viewport, with the Viewport Preview input on): a lean preview, one camera-facing
+triangle per splat realised into one mesh that carries the splat's colour as its active colour
+attribute, so Solid mode shading by Attribute shows the picture and playback stays interactive.
+Final renders (and the viewport with Viewport Preview off) draw the exact splats. A point set that
+is empty (its USD cache is missing) turns into a magenta card in front of the camera.
+
+Builders always create new datablocks (Blender suffixes a taken name), so an import can build
+beside the previous result and drop it only on success (importer._ImportTransaction).
 """
 from __future__ import annotations
 
@@ -19,9 +28,14 @@ from ..contract.splats import ALPHA_MAX, ALPHA_MIN, EPS2D, EXTENT_MAX
 SPLAT_GROUP = "Loopscape Splats"
 FRAME_GROUP = "Loopscape Frame Select"
 MATERIAL = "Loopscape Splat"
+MISSING_MATERIAL = "Loopscape Missing Cache"
+PREVIEW_SHAPE = "Loopscape Viewport Splat"
 UV_ATTR = "ls_uv"
 CONIC_ATTR = "ls_conic"
 FRAME_ATTR = "ls_frame"
+VIEW_COLOR_ATTR = "ls_color"  # linear splat colour on the viewport mesh (its active colour attribute)
+MISSING_RGB = (1.0, 0.0, 1.0)
+VIEWPORT_SPLATS = 250_000  # the preview's default budget (see _viewport_preview and the README's figures)
 
 
 @dataclass
@@ -54,10 +68,7 @@ def _node(nodes, kind, loc, **props):
 
 
 def _new_group(name: str):
-    old = bpy.data.node_groups.get(name)
-    if old is not None:
-        bpy.data.node_groups.remove(old)
-    ng = bpy.data.node_groups.new(name, "GeometryNodeTree")
+    ng = bpy.data.node_groups.new(name, "GeometryNodeTree")  # never reuse: the previous result may still use it
     ng.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
     ng.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
     return ng
@@ -166,6 +177,15 @@ def build_splat_group(names: AttrNames, material, name: str = SPLAT_GROUP):
     foc.default_value = 1000.0
     foc.min_value = 1e-3
     foc.description = "Focal length of the backend's camera in pixels (result.json camera K)"
+    pre = ng.interface.new_socket("Viewport Preview", in_out="INPUT", socket_type="NodeSocketBool")
+    pre.default_value = True
+    pre.description = ("Viewport: fast coloured triangles (Solid mode by Attribute shows the picture). Off: the "
+                       "exact splats, as rendered, for a Rendered-mode viewport (slow on large results)")
+    most = ng.interface.new_socket("Viewport Splats", in_out="INPUT", socket_type="NodeSocketInt")
+    most.default_value = VIEWPORT_SPLATS
+    most.min_value = 1
+    most.description = ("Most splats the viewport preview draws: a larger result shows every k-th splat, "
+                        "sqrt(k) times larger, so that playback stays interactive")
     g = _Graph(ng)
     gin = _node(ng.nodes, "NodeGroupInput", (-1400, 0))
     gout = _node(ng.nodes, "NodeGroupOutput", (2400, 0))
@@ -246,14 +266,141 @@ def build_splat_group(names: AttrNames, material, name: str = SPLAT_GROUP):
     ng.links.new(setmat.outputs[0], inst.inputs["Instance"])
     ng.links.new(cam_parts["Rotation"], inst.inputs["Rotation"])
     ng.links.new(scale, inst.inputs["Scale"])
-    ng.links.new(inst.outputs["Instances"], gout.inputs["Geometry"])
+
+    preview = _viewport_preview(g, gin, names, cam_parts, material)
+    use_preview = g.node("FunctionNodeBooleanMath", (g.node("GeometryNodeIsViewport").outputs[0],
+                                                     gin.outputs["Viewport Preview"]), operation="AND")
+    splats = _switch(g, use_preview.outputs[0], inst.outputs["Instances"], preview)
+
+    # No points at all means the USD cache is missing: show that, never an empty or frozen shot.
+    # (Domain sizes, not the instances: those would make the viewport evaluate the exact branch.)
+    n_cloud = g.node("GeometryNodeAttributeDomainSize", (gin.outputs["Geometry"],), component="POINTCLOUD")
+    n_mesh = g.node("GeometryNodeAttributeDomainSize", (gin.outputs["Geometry"],), component="MESH")
+    n = g.math("ADD", n_cloud.outputs["Point Count"], n_mesh.outputs["Point Count"])
+    empty = g.node("FunctionNodeCompare", (n, 0.5), data_type="FLOAT", operation="LESS_THAN")
+    out = _switch(g, empty.outputs[0], splats, _missing_card(g, cam_parts))
+    ng.links.new(out, gout.inputs["Geometry"])
     ng["loopscape_names"] = [names.color, names.opacity, names.scales, names.orientation]
     return ng
 
 
+def _viewport_preview(g: _Graph, gin, names: AttrNames, cam_parts, material):
+    """The viewport's splats: one camera-facing triangle per point, realised into one mesh whose
+    active colour attribute is the splat colour (linear), for Solid mode by Attribute.
+
+    Drawing a million instances, or realising a million exact quads with all their attributes,
+    takes seconds per frame; this keeps two attributes and skips the covariance. Each triangle's
+    inscribed circle has radius max(1.5 sigma_max x Size, 0.7 px at the hero focal), times sqrt(k)
+    when only every k-th splat is drawn (Viewport Splats)."""
+    pts = gin.outputs["Geometry"]
+    n_cloud = g.node("GeometryNodeAttributeDomainSize", (pts,), component="POINTCLOUD")
+    n_mesh = g.node("GeometryNodeAttributeDomainSize", (pts,), component="MESH")
+    n = g.math("ADD", n_cloud.outputs["Point Count"], n_mesh.outputs["Point Count"])
+    step = g.math("MAXIMUM", g.math("CEIL", g.math("DIVIDE", n, gin.outputs["Viewport Splats"])), 1.0)
+    index = g.node("GeometryNodeInputIndex").outputs[0]
+    every = g.node("FunctionNodeCompare", (g.math("FLOORED_MODULO", index, step), 0.5), data_type="FLOAT",
+                   operation="LESS_THAN")
+    scl = g.node("GeometryNodeInputNamedAttribute", data_type="FLOAT_VECTOR")
+    scl.inputs["Name"].default_value = names.scales
+    sx, sy, sz = g.xyz(scl.outputs["Attribute"])
+    sigma = g.math("MULTIPLY", g.math("MAXIMUM", g.math("MAXIMUM", sx, sy), sz), gin.outputs["Size"])
+    dist = g.vec("DISTANCE", g.node("GeometryNodeInputPosition").outputs[0], cam_parts["Translation"], out="Value")
+    radius = g.math("MAXIMUM", g.math("MULTIPLY", sigma, 1.5),
+                    g.math("MULTIPLY", g.math("DIVIDE", dist, gin.outputs["Hero Focal"]), 0.7))
+    radius = g.math("MULTIPLY", radius, g.math("SQRT", step))
+
+    # Realising copies every attribute to each corner: keep colour, opacity and the viewport colour.
+    lean = pts
+    for attr in (names.scales, names.orientation, "radius", FRAME_ATTR, "velocities"):
+        rm = g.node("GeometryNodeRemoveAttribute", (lean,))
+        rm.inputs["Name"].default_value = attr
+        lean = rm.outputs[0]
+    shape = g.node("GeometryNodeObjectInfo", transform_space="ORIGINAL")
+    shape.inputs["Object"].default_value = preview_shape()
+    # Drop the shape's own colour values (they would win over the points'); the mesh keeps the
+    # attribute's name as its active colour, and the realised points bring theirs under that name.
+    bare = g.node("GeometryNodeRemoveAttribute", (shape.outputs["Geometry"],))
+    bare.inputs["Name"].default_value = VIEW_COLOR_ATTR
+    setmat = g.node("GeometryNodeSetMaterial", (bare.outputs[0],))
+    setmat.inputs["Material"].default_value = material
+    inst = g.node("GeometryNodeInstanceOnPoints")
+    g.links.new(lean, inst.inputs["Points"])
+    g.links.new(every.outputs[0], inst.inputs["Selection"])
+    g.links.new(setmat.outputs[0], inst.inputs["Instance"])
+    g.links.new(cam_parts["Rotation"], inst.inputs["Rotation"])
+    g.links.new(radius, inst.inputs["Scale"])
+    # The linear colour, on the drawn instances only (sRGB decode as in the material: Workbench
+    # shows colour attributes as scene-linear).
+    col = g.node("GeometryNodeInputNamedAttribute", data_type="FLOAT_COLOR")
+    col.inputs["Name"].default_value = names.color
+    rgb = g.node("FunctionNodeSeparateColor", (col.outputs["Attribute"],)).outputs
+    lin = [g.math("POWER", g.math("MAXIMUM", g.math("MULTIPLY_ADD", rgb[i], 1 / 1.055, 0.055 / 1.055), 0.0), 2.4)
+           for i in range(3)]
+    store = g.node("GeometryNodeStoreNamedAttribute", (inst.outputs["Instances"],), data_type="FLOAT_COLOR",
+                   domain="INSTANCE")
+    store.inputs["Name"].default_value = VIEW_COLOR_ATTR
+    g.links.new(g.node("FunctionNodeCombineColor", (*lin, 1.0)).outputs[0], store.inputs["Value"])
+    real = g.node("GeometryNodeRealizeInstances", (store.outputs[0],))
+    return real.outputs[0]
+
+
+def _switch(g: _Graph, condition, if_false, if_true):
+    sw = g.node("GeometryNodeSwitch", input_type="GEOMETRY")
+    g.links.new(condition, sw.inputs["Switch"])
+    g.links.new(if_false, sw.inputs["False"])
+    g.links.new(if_true, sw.inputs["True"])
+    return sw.outputs[0]
+
+
+def _missing_card(g: _Graph, cam_parts):
+    """A magenta card one unit in front of the render camera, wide enough to fill any view."""
+    card = g.node("GeometryNodeMeshGrid", (200.0, 200.0, 2, 2))
+    # Inputs by name: 4.5+ put a Mode menu before Translation.
+    local = g.node("GeometryNodeTransform", (card.outputs["Mesh"],))
+    local.inputs["Translation"].default_value = (0.0, 0.0, -1.0)
+    world = g.node("GeometryNodeTransform", (local.outputs[0],))
+    g.links.new(cam_parts["Translation"], world.inputs["Translation"])
+    g.links.new(cam_parts["Rotation"], world.inputs["Rotation"])
+    g.links.new(cam_parts["Scale"], world.inputs["Scale"])
+    setmat = g.node("GeometryNodeSetMaterial", (world.outputs[0],))
+    setmat.inputs["Material"].default_value = missing_cache_material()
+    return setmat.outputs[0]
+
+
+def preview_shape(name: str = PREVIEW_SHAPE):
+    """The viewport splat: a triangle around the unit circle in xy, with an (active) colour attribute
+    whose name a realised mesh inherits (only a mesh datablock can name one); in no scene."""
+    r = 2.0  # circumradius of an equilateral triangle whose inscribed circle has radius 1
+    verts = [(r * math.cos(a), r * math.sin(a), 0.0) for a in (math.pi / 2, math.pi * 7 / 6, math.pi * 11 / 6)]
+    mesh = bpy.data.meshes.new(name)
+    mesh.from_pydata(verts, [], [(0, 1, 2)])
+    attr = mesh.color_attributes.new(VIEW_COLOR_ATTR, "FLOAT_COLOR", "POINT")
+    mesh.color_attributes.active_color = attr
+    mesh.color_attributes.render_color_index = mesh.color_attributes.active_color_index
+    return bpy.data.objects.new(name, mesh)
+
+
+def missing_cache_material(name: str = MISSING_MATERIAL):
+    """Flat magenta (emission in renders, the display colour in Solid mode)."""
+    mat = bpy.data.materials.new(name)
+    mat.diffuse_color = (*MISSING_RGB, 1.0)
+    mat.use_nodes = True
+    nodes = mat.node_tree.nodes
+    nodes.clear()
+    out = _node(nodes, "ShaderNodeOutputMaterial", (300, 0))
+    emit = _node(nodes, "ShaderNodeEmission", (0, 0))
+    emit.inputs["Color"].default_value = (*MISSING_RGB, 1.0)
+    mat.node_tree.links.new(emit.outputs[0], out.inputs["Surface"])
+    return mat
+
+
 def build_material(names: AttrNames, name: str = MATERIAL):
-    """Emission x Gaussian falloff over transparency; colours are sRGB-encoded like the backend's."""
-    mat = bpy.data.materials.get(name) or bpy.data.materials.new(name)
+    """Emission x Gaussian falloff over transparency; colours are sRGB-encoded like the backend's.
+
+    Per-splat values are read from the instancer (renders: instances) plus the geometry (viewport:
+    the realised mesh); the lookup that does not apply reads 0, so their sum is the value either way.
+    """
+    mat = bpy.data.materials.new(name)  # never reuse: the previous result may still use it
     mat.use_nodes = True
     if hasattr(mat, "surface_render_method"):
         mat.surface_render_method = "BLENDED"
@@ -265,11 +412,10 @@ def build_material(names: AttrNames, name: str = MATERIAL):
     # sigma = 0.5 (n_a u^2 + 2 n_b u v + n_c v^2): the conic of the projected covariance (see
     # build_splat_group); alpha = min(ALPHA_MAX, opacity exp(-sigma)), dropped below ALPHA_MIN like gsplat.
     uv = _node(nodes, "ShaderNodeAttribute", (-1200, 300), attribute_type="GEOMETRY", attribute_name=UV_ATTR)
-    con = _node(nodes, "ShaderNodeAttribute", (-1200, 100), attribute_type="INSTANCER", attribute_name=CONIC_ATTR)
     suv = _node(nodes, "ShaderNodeSeparateXYZ", (-1000, 300))
     links.new(uv.outputs["Vector"], suv.inputs[0])
     scon = _node(nodes, "ShaderNodeSeparateXYZ", (-1000, 100))
-    links.new(con.outputs["Vector"], scon.inputs[0])
+    links.new(_splat_attribute(nodes, links, CONIC_ATTR, "Vector", (-1200, 100)), scon.inputs[0])
 
     def math_node(op, a, b, loc):
         n = _node(nodes, "ShaderNodeMath", loc, operation=op)
@@ -283,16 +429,16 @@ def build_material(names: AttrNames, name: str = MATERIAL):
     cross = math_node("MULTIPLY", nb, math_node("MULTIPLY", u, v, (-800, 100)), (-650, 100))
     sigma = math_node("ADD", math_node("MULTIPLY", quad, 0.5, (-350, 350)), cross, (-250, 250))
     gauss = math_node("EXPONENT", math_node("MULTIPLY", sigma, -1.0, (-150, 250)), None, (-50, 250))
-    opa = _node(nodes, "ShaderNodeAttribute", (-300, 0), attribute_type="INSTANCER", attribute_name=names.opacity)
-    alpha = math_node("MULTIPLY", gauss, opa.outputs["Fac"], (100, 200))
+    opa = _splat_attribute(nodes, links, names.opacity, "Fac", (-300, 0))
+    alpha = math_node("MULTIPLY", gauss, opa, (100, 200))
     cap = math_node("MINIMUM", alpha, ALPHA_MAX, (250, 200))
     keep = math_node("GREATER_THAN", alpha, ALPHA_MIN - 1e-7, (250, 350))
     gated = math_node("MULTIPLY", cap, keep, (400, 250))
 
-    col = _node(nodes, "ShaderNodeAttribute", (-1000, -200), attribute_type="INSTANCER", attribute_name=names.color)
+    col = _splat_attribute(nodes, links, names.color, "Vector", (-1000, -200))
     # sRGB decode ((c + 0.055) / 1.055) ^ 2.4, so that a Standard view transform gives back the colour.
     lin = _node(nodes, "ShaderNodeVectorMath", (-800, -200), operation="MULTIPLY_ADD")
-    links.new(col.outputs["Color"], lin.inputs[0])
+    links.new(col, lin.inputs[0])
     lin.inputs[1].default_value = (1 / 1.055,) * 3
     lin.inputs[2].default_value = (0.055 / 1.055,) * 3
     clamp = _node(nodes, "ShaderNodeVectorMath", (-600, -200), operation="MAXIMUM")
@@ -311,3 +457,16 @@ def build_material(names: AttrNames, name: str = MATERIAL):
     links.new(emit.outputs[0], mix.inputs[2])
     links.new(mix.outputs[0], out.inputs["Surface"])
     return mat
+
+
+def _splat_attribute(nodes, links, name: str, output: str, loc):
+    """Instancer lookup + geometry lookup of one per-splat attribute (see build_material)."""
+    inst = _node(nodes, "ShaderNodeAttribute", loc, attribute_type="INSTANCER", attribute_name=name)
+    geom = _node(nodes, "ShaderNodeAttribute", (loc[0], loc[1] - 120), attribute_type="GEOMETRY", attribute_name=name)
+    if output == "Fac":
+        add = _node(nodes, "ShaderNodeMath", (loc[0] + 150, loc[1]), operation="ADD")
+    else:
+        add = _node(nodes, "ShaderNodeVectorMath", (loc[0] + 150, loc[1]), operation="ADD")
+    links.new(inst.outputs[output], add.inputs[0])
+    links.new(geom.outputs[output], add.inputs[1])
+    return add.outputs[0]

@@ -1,7 +1,9 @@
-"""Operators under bpy.ops.loopscape.*"""
+"""Operators under bpy.ops.loopscape.*; each reports any failure as one readable line (op_guard)."""
+from ..blender_addon.op_guard import guard
 from . import camera_path, motion, photo, result, run
 
-classes = (*photo.classes, *motion.classes, *camera_path.classes, *run.classes, *result.classes)
+classes = tuple(guard(cls) for cls in (*photo.classes, *motion.classes, *camera_path.classes, *run.classes,
+                                       *result.classes))
 
 
 def unregister_hook() -> None:

@@ -9,6 +9,7 @@ from bpy.props import FloatProperty, FloatVectorProperty, IntProperty, StringPro
 from bpy_extras.io_utils import ImportHelper
 
 from ..blender_addon import mask_io
+from ..blender_addon.compat import path_options
 from ..contract import LoopscapeError
 from .photo import show_in_image_editors
 
@@ -76,7 +77,7 @@ class LOOPSCAPE_OT_mask_import(_NeedsPhoto, bpy.types.Operator, ImportHelper):
     bl_options = {"REGISTER", "UNDO"}
 
     filter_glob: StringProperty(default="*.png;*.jpg;*.jpeg;*.tif;*.tiff;*.bmp;*.exr;*.json", options={"HIDDEN"})
-    filepath: StringProperty(subtype="FILE_PATH")
+    filepath: StringProperty(subtype="FILE_PATH", options=path_options())
 
     def execute(self, context):
         path = bpy.path.abspath(self.filepath)

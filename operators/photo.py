@@ -8,6 +8,7 @@ import bpy
 from bpy.props import StringProperty
 from bpy_extras.io_utils import ImportHelper
 
+from ..blender_addon.compat import path_options
 from ..contract.camera import DEFAULT_FOV_DEG, focal_from_fov
 
 HERO_NAME = "Loopscape Hero"
@@ -64,7 +65,7 @@ class LOOPSCAPE_OT_setup_photo(bpy.types.Operator, ImportHelper):
     bl_options = {"REGISTER", "UNDO"}
 
     filter_glob: StringProperty(default="*.png;*.jpg;*.jpeg;*.tif;*.tiff;*.exr;*.webp;*.bmp", options={"HIDDEN"})
-    filepath: StringProperty(subtype="FILE_PATH")
+    filepath: StringProperty(subtype="FILE_PATH", options=path_options())
 
     def execute(self, context):
         path = bpy.path.abspath(self.filepath)

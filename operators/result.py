@@ -5,6 +5,7 @@ import bpy
 from bpy.props import EnumProperty, FloatProperty, StringProperty
 
 from ..blender_addon import importer
+from ..blender_addon.compat import path_options
 from ..contract import LoopscapeError
 from ..contract.protocol import RESULT_NAME
 
@@ -16,7 +17,7 @@ class LOOPSCAPE_OT_import_result(bpy.types.Operator):
     bl_label = "Import Result"
     bl_options = {"REGISTER", "UNDO"}
 
-    directory: StringProperty(subtype="DIR_PATH")
+    directory: StringProperty(subtype="DIR_PATH", options=path_options())
     source: EnumProperty(name="Source", items=[("auto", "Auto", "USD when present, else PLY frames"),
                                                ("usd", "USD", ""), ("ply", "PLY", "")], default="auto")
     size: FloatProperty(name="Splat Size", default=1.0, min=0.0, soft_max=3.0)

@@ -106,6 +106,20 @@ class LOOPSCAPE_OT_run(bpy.types.Operator):
         self.report({"INFO"} if ok else {"ERROR"}, msg)
         return {"FINISHED"} if ok else {"CANCELLED"}
 
+    def on_error(self, context) -> None:
+        """After an unexpected error (op_guard): no timer, status text or backend process outlives it."""
+        timer = getattr(self, "_timer", None)
+        if timer is not None:
+            context.window_manager.event_timer_remove(timer)
+            self._timer = None
+        if context.workspace is not None:
+            context.workspace.status_text_set(None)
+        run = active_run()
+        if run is not None:
+            run.cancel()
+            _ACTIVE["run"] = None
+        context.scene.loopscape.running = False
+
     def modal(self, context, event):
         if event.type != "TIMER":
             return {"PASS_THROUGH"}

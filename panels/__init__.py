@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import bpy
 
+from ..blender_addon.paths import missing_caches
 from ..blender_addon.props import PATH_ITEMS
 
 CATEGORY = "Loopscape"
@@ -152,6 +153,12 @@ class LOOPSCAPE_PT_result(_Sidebar, bpy.types.Panel):
         props = _props(context)
         layout.operator("loopscape.import_result", icon="IMPORT",
                         text="Re-import Result" if props.result_object else "Import Result")
+        missing = missing_caches() if props.result_object is not None else []
+        if missing:  # the shot would render the magenta "missing cache" card
+            box = layout.box()
+            box.alert = True
+            for chunk in _wrap(f"Point cache missing: {missing[0][1]}", 48):
+                box.label(text=chunk, icon="ERROR" if chunk.startswith("Point") else "NONE")
         if props.result_dir:
             layout.label(text=props.result_dir)
             _draw_preview(layout, context.scene)

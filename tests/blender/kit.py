@@ -60,3 +60,26 @@ def evaluated_positions(scene, obj, frame: int) -> np.ndarray:
     pos = np.empty(n * 3, np.float32)
     data.attributes["position"].data.foreach_get("vector", pos)
     return pos.reshape(-1, 3)
+
+
+def splat_count(obj) -> int:
+    """Splats (quads) the result object draws now, wherever they sit: the viewport depsgraph (bpy's)
+    realises one quad per splat into a mesh, a render depsgraph keeps one quad instance per splat."""
+    dg = bpy.context.evaluated_depsgraph_get()
+    own = obj.evaluated_get(dg).data
+    total = len(own.polygons) if isinstance(own, bpy.types.Mesh) else 0
+    for inst in dg.object_instances:
+        if inst.is_instance and inst.parent and inst.parent.original == obj:
+            data = inst.object.data
+            total += len(data.polygons) if isinstance(data, bpy.types.Mesh) else 0
+    return total
+
+
+def modifier_input(mod, name: str, value=None):
+    """Read (or set, when value is given) a Geometry Nodes modifier input through the add-on's helper."""
+    import sys
+
+    compat = sys.modules[PKG + ".blender_addon.compat"]
+    if value is not None:
+        compat.set_modifier_input(mod, name, value)
+    return compat.get_modifier_input(mod, name)

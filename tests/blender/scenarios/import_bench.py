@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 import bpy
-from kit import Context
+from kit import Context, splat_count
 
 
 def _status_mb(key: str) -> float:
@@ -27,9 +27,7 @@ def main(ctx: Context) -> None:
     counts = []
     for f in range(scene.frame_start, scene.frame_start + args["frames"]):
         scene.frame_set(f)
-        dg = bpy.context.evaluated_depsgraph_get()
-        counts.append(sum(1 for inst in dg.object_instances
-                          if inst.is_instance and inst.parent and inst.parent.original == obj))
+        counts.append(splat_count(obj))
     out["frames_s"] = time.time() - t
     out["instances"] = [min(counts), max(counts)]
     out["rss_after_frames"] = _status_mb("VmRSS")

@@ -5,7 +5,7 @@ import math
 import time
 
 import bpy
-from kit import Context, cycles_match_setup, evaluated_positions
+from kit import Context, cycles_match_setup, evaluated_positions, splat_count
 from mathutils import Matrix
 
 
@@ -44,9 +44,7 @@ def main(ctx: Context) -> None:
     out["positions"] = [evaluated_positions(scene, obj, scene.frame_start + i).tolist() for i in range(args["frames"])]
     splats.show_viewport = True
     scene.frame_set(1)
-    dg = bpy.context.evaluated_depsgraph_get()
-    out["instances"] = sum(1 for inst in dg.object_instances if inst.is_instance and inst.parent
-                           and inst.parent.original == obj)
+    out["instances"] = splat_count(obj)
     t = time.time()
     render(scene, args["render_hero"], hero)
     out["render_s"] = time.time() - t

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import bpy
-from kit import Context, cycles_match_setup
+from kit import Context, cycles_match_setup, modifier_input
 
 
 def main(ctx: Context) -> None:
@@ -11,16 +11,15 @@ def main(ctx: Context) -> None:
     out["import"] = ctx.call(bpy.ops.loopscape.import_result, directory=ctx.args["result"])
     obj = scene.loopscape.result_object
     mod = obj.modifiers["Loopscape Splats"]
-    ids = {i.name: i.identifier for i in mod.node_group.interface.items_tree if getattr(i, "in_out", "") == "INPUT"}
-    out["focal"] = mod[ids["Hero Focal"]]
-    out["dilation"] = mod[ids["Dilation"]]
+    out["focal"] = modifier_input(mod, "Hero Focal")
+    out["dilation"] = modifier_input(mod, "Dilation")
     out["min_transparent"] = scene.cycles.min_transparent_bounces
     out["max_transparent"] = scene.cycles.transparent_max_bounces
     scene.camera = scene.loopscape.hero_camera
     scene.frame_set(1)
     scene.render.filepath = ctx.args["dir"] + "/dilated.png"
     bpy.ops.render.render(write_still=True)
-    mod[ids["Dilation"]] = 0.0
+    modifier_input(mod, "Dilation", 0.0)
     obj.update_tag()
     scene.render.filepath = ctx.args["dir"] + "/undilated.png"
     bpy.ops.render.render(write_still=True)
