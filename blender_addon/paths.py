@@ -59,7 +59,9 @@ def result_dir_of(obj) -> str:
     """The result folder of an imported result object ('' when unknown)."""
     if obj is None:
         return ""
-    cache = cache_file_of(obj)
+    # A layered loop's static cloud has no samples and so no cache; its moving siblings do.
+    family = [obj, *(obj.parent.children if obj.parent is not None else ())]
+    cache = next((c for c in map(cache_file_of, family) if c is not None), None)
     if cache is not None:
         return folder_of_cache(cache.filepath, str(obj.get(USD_REL_KEY, "")))
     return str(obj.get(RESULT_DIR_KEY, ""))

@@ -70,17 +70,22 @@ def test_points_move_inside_mask_and_stay_still_outside(artist):
     res = json.loads(open(f"{artist['result_dir']}/result.json").read())
     K = np.array(res["camera"]["K"])
     w, h = res["camera"]["width"], res["camera"]["height"]
-    frames = [np.asarray(p) for p in artist["positions"]]
-    assert len({len(f) for f in frames}) == 1, "the same Gaussians in every frame"
-    f0 = frames[0]
-    moved = np.max([np.linalg.norm(f - f0, axis=1) for f in frames[1:]], axis=0)
-    uv = (f0[:, :2] / f0[:, 2:]) @ K[:2, :2].T + K[:2, 2]
-    px = uv / [w / W, h / H]  # back to photo pixels
-    inside = (px[:, 0] < W // 2 - 2) & (px[:, 1] >= H // 2 + 2) & (px[:, 0] >= 0) & (px[:, 1] < H)
-    outside = (px[:, 0] >= W // 2 + 2) | (px[:, 1] < H // 2 - 2)
-    scale = float(np.median(f0[:, 2]))
-    frac_in = float(np.mean(moved[inside] > 1e-3 * scale))
+
+    def motion(positions: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        frames = [np.asarray(p) for p in positions]
+        assert len({len(f) for f in frames}) == 1, "the same Gaussians in every frame"
+        f0 = frames[0]
+        moved = np.max([np.linalg.norm(f - f0, axis=1) for f in frames[1:]], axis=0)
+        px = ((f0[:, :2] / f0[:, 2:]) @ K[:2, :2].T + K[:2, 2]) / [w / W, h / H]  # back to photo pixels
+        inside = (px[:, 0] < W // 2 - 2) & (px[:, 1] >= H // 2 + 2) & (px[:, 0] >= 0) & (px[:, 1] < H)
+        outside = (px[:, 0] >= W // 2 + 2) | (px[:, 1] < H // 2 - 2)
+        return moved, inside, outside, float(np.median(f0[:, 2]))
+
+    moved, inside, outside, scale = motion(artist["positions"])
     frac_out = float(np.mean(moved[outside] > 1e-6))
+    if artist.get("layer_positions"):  # a layered loop: the moving Gaussians are the forward layer
+        moved, inside, _, scale = motion(artist["layer_positions"])
+    frac_in = float(np.mean(moved[inside] > 1e-3 * scale))
     print(f"moving inside mask: {frac_in:.2f} of {int(inside.sum())}, outside: {frac_out:.3f} of {int(outside.sum())}")
     assert inside.sum() > 50 and outside.sum() > 50
     assert frac_in > 0.5, "points in the mask move"

@@ -5,6 +5,7 @@ import json
 import time
 
 import bpy
+import numpy as np
 from kit import Context, cycles_match_setup, evaluated_positions
 
 
@@ -32,10 +33,17 @@ def main(ctx: Context) -> None:
         return
     out["type"] = obj.type
     out["modifiers"] = [m.type for m in obj.modifiers]
-    splats = obj.modifiers["Loopscape Splats"]
-    splats.show_viewport = False
-    out["positions"] = [evaluated_positions(scene, obj, scene.frame_start + i).tolist() for i in range(args["frames"])]
-    splats.show_viewport = True
+    # The result's clouds: one, or a layered loop's static cloud plus its forward layer (the backward
+    # layer holds the same Gaussians advected back from frame N).
+    fwd = bpy.data.collections.get("Loopscape Forward")
+    clouds = [obj, *(o for o in (fwd.objects if fwd is not None else ()) if o.get("loopscape_result"))]
+    for o in clouds:
+        o.modifiers["Loopscape Splats"].show_viewport = False
+    per_cloud = [[evaluated_positions(scene, o, scene.frame_start + i) for o in clouds] for i in range(args["frames"])]
+    out["positions"] = [np.concatenate(f).tolist() for f in per_cloud]
+    out["layer_positions"] = [np.concatenate(f[1:]).tolist() for f in per_cloud] if len(clouds) > 1 else None
+    for o in clouds:
+        o.modifiers["Loopscape Splats"].show_viewport = True
     r = scene.render
     r.film_transparent = True  # alpha tells which pixels see a splat at all
     r.image_settings.color_mode = "RGBA"
