@@ -150,22 +150,8 @@ class _Graph:
         return self.node("ShaderNodeCombineXYZ", (a, b, c)).outputs[0]
 
 
-def build_splat_group(names: AttrNames, material, name: str = SPLAT_GROUP):
-    """Points -> camera-facing quads that reproduce gsplat's screen-space Gaussians.
-
-    gsplat (and our CPU rasteriser) draws each Gaussian as the 2D Gaussian J Sigma J^T + eps2d I:
-    the 3D covariance projected along the viewing ray, plus an EPS2D px^2 dilation. Trained Gaussians
-    are often sub-pixel and only look right with that dilation, and nearly round Gaussians seen
-    edge-on vanish if drawn as a flat quad in their own plane. So each point becomes a quad parallel
-    to the render camera's image plane, through the mean, sized to the projected 2D covariance
-    C = P Sigma P^T + dilation (P projects along the ray onto that plane); the material evaluates the
-    exact conic of C. The dilation is Dilation px^2 at the backend camera's focal length (Hero
-    Focal, from result.json's K) and the splat's depth in the render camera, which is what the
-    backend renders for every camera of a path; so from the hero camera, or any camera with its
-    intrinsics, this is gsplat's footprint. (Blender 4.2 geometry nodes cannot read a camera's
-    lens, hence the stored focal.)
-    """
-    ng = _new_group(name)
+def _splat_group_inputs(ng) -> None:
+    """The splat group's inputs: the artist's knobs and what the importer sets from result.json."""
     size = ng.interface.new_socket("Size", in_out="INPUT", socket_type="NodeSocketFloat")
     size.default_value = 1.0
     size.min_value = 0.0
@@ -186,6 +172,76 @@ def build_splat_group(names: AttrNames, material, name: str = SPLAT_GROUP):
     most.min_value = 1
     most.description = ("Most splats the viewport preview draws: a larger result shows every k-th splat, "
                         "sqrt(k) times larger, so that playback stays interactive")
+
+
+def _projected_covariance(g: _Graph, gin, rot, s, k, to_cam, q, rx, ry):
+    """(a, b, c) of C = P Sigma P^T + dilation in camera units: the 2D covariance gsplat draws."""
+    # Projected covariance: sum over the Gaussian's axes of w w^T, w = P (cam-space axis * sigma).
+    a = b = c = None
+    for i, axis in enumerate(((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))):
+        d = g.node("FunctionNodeRotateVector", (axis, rot.outputs["Attribute"])).outputs[0]
+        d = g.node("FunctionNodeTransformDirection", (d, to_cam)).outputs[0]
+        d = g.vec("SCALE", d, None, None, g.math("MULTIPLY", s[i], k))
+        dx, dy, dz = g.xyz(d)
+        wx = g.math("SUBTRACT", dx, g.math("MULTIPLY", dz, rx))
+        wy = g.math("SUBTRACT", dy, g.math("MULTIPLY", dz, ry))
+        ta, tb, tc = g.math("MULTIPLY", wx, wx), g.math("MULTIPLY", wx, wy), g.math("MULTIPLY", wy, wy)
+        a = ta if a is None else g.math("ADD", a, ta)
+        b = tb if b is None else g.math("ADD", b, tb)
+        c = tc if c is None else g.math("ADD", c, tc)
+
+    # Dilation: eps2d px^2 at the hero focal and the splat's depth in the render camera, in camera units.
+    px = g.math("DIVIDE", g.math("MULTIPLY", q[2], -1.0), gin.outputs["Hero Focal"])
+    eps = g.math("MULTIPLY", g.math("MULTIPLY", px, px), gin.outputs["Dilation"])
+    a = g.math("ADD", a, eps)
+    c = g.math("ADD", c, eps)
+
+    return a, b, c
+
+
+def _footprint(g: _Graph, ng, gin, names: AttrNames, a, b, c):
+    """gsplat's footprint of C = [[a, b], [b, c]]: the quad's half-sizes (hx, hy) and the geometry with the
+    conic stored per point (the material evaluates the falloff from it)."""
+    # gsplat's extent: min(EXTENT_MAX, sqrt(2 ln(opacity / ALPHA_MIN))) sigmas; the alpha cut does the rest.
+    opa = g.node("GeometryNodeInputNamedAttribute", data_type="FLOAT")
+    opa.inputs["Name"].default_value = names.opacity
+    ext = g.math("SQRT", g.math("MULTIPLY", 2.0, g.math("LOGARITHM", g.math("MAXIMUM", g.math(
+        "MULTIPLY", opa.outputs["Attribute"], 1.0 / ALPHA_MIN), 1.0001), math.e)))
+    ext = g.math("MINIMUM", ext, EXTENT_MAX)
+    hx = g.math("MULTIPLY", ext, g.math("SQRT", a))
+    hy = g.math("MULTIPLY", ext, g.math("SQRT", c))
+    # Conic of C in the quad's unit coordinates (u, v) in [-1, 1]: (n_a, n_b, n_c) with
+    # sigma = 0.5 (n_a u^2 + 2 n_b u v + n_c v^2).
+    det = g.math("MAXIMUM", g.math("SUBTRACT", g.math("MULTIPLY", a, c), g.math("MULTIPLY", b, b)), 1e-30)
+    e2 = g.math("MULTIPLY", ext, ext)
+    n_ac = g.math("DIVIDE", g.math("MULTIPLY", e2, g.math("MULTIPLY", a, c)), det)
+    n_b = g.math("DIVIDE", g.math("MULTIPLY", g.math("MULTIPLY", e2, b), g.math("SQRT", g.math("MULTIPLY", a, c))),
+                 det)
+    conic = g.combine(n_ac, g.math("MULTIPLY", n_b, -1.0), n_ac)
+    store_conic = g.node("GeometryNodeStoreNamedAttribute", (gin.outputs["Geometry"],), data_type="FLOAT_VECTOR",
+                         domain="POINT")
+    store_conic.inputs["Name"].default_value = CONIC_ATTR
+    ng.links.new(conic, store_conic.inputs["Value"])
+    return store_conic, hx, hy
+
+
+def build_splat_group(names: AttrNames, material, name: str = SPLAT_GROUP):
+    """Points -> camera-facing quads that reproduce gsplat's screen-space Gaussians.
+
+    gsplat (and our CPU rasteriser) draws each Gaussian as the 2D Gaussian J Sigma J^T + eps2d I:
+    the 3D covariance projected along the viewing ray, plus an EPS2D px^2 dilation. Trained Gaussians
+    are often sub-pixel and only look right with that dilation, and nearly round Gaussians seen
+    edge-on vanish if drawn as a flat quad in their own plane. So each point becomes a quad parallel
+    to the render camera's image plane, through the mean, sized to the projected 2D covariance
+    C = P Sigma P^T + dilation (P projects along the ray onto that plane); the material evaluates the
+    exact conic of C. The dilation is Dilation px^2 at the backend camera's focal length (Hero
+    Focal, from result.json's K) and the splat's depth in the render camera, which is what the
+    backend renders for every camera of a path; so from the hero camera, or any camera with its
+    intrinsics, this is gsplat's footprint. (Blender 4.2 geometry nodes cannot read a camera's
+    lens, hence the stored focal.)
+    """
+    ng = _new_group(name)
+    _splat_group_inputs(ng)
     g = _Graph(ng)
     gin = _node(ng.nodes, "NodeGroupInput", (-1400, 0))
     gout = _node(ng.nodes, "NodeGroupOutput", (2400, 0))
@@ -208,46 +264,9 @@ def build_splat_group(names: AttrNames, material, name: str = SPLAT_GROUP):
     s = g.xyz(scl.outputs["Attribute"])
     k = gin.outputs["Size"]
 
-    # Projected covariance: sum over the Gaussian's axes of w w^T, w = P (cam-space axis * sigma).
-    a = b = c = None
-    for i, axis in enumerate(((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))):
-        d = g.node("FunctionNodeRotateVector", (axis, rot.outputs["Attribute"])).outputs[0]
-        d = g.node("FunctionNodeTransformDirection", (d, to_cam)).outputs[0]
-        d = g.vec("SCALE", d, None, None, g.math("MULTIPLY", s[i], k))
-        dx, dy, dz = g.xyz(d)
-        wx = g.math("SUBTRACT", dx, g.math("MULTIPLY", dz, rx))
-        wy = g.math("SUBTRACT", dy, g.math("MULTIPLY", dz, ry))
-        ta, tb, tc = g.math("MULTIPLY", wx, wx), g.math("MULTIPLY", wx, wy), g.math("MULTIPLY", wy, wy)
-        a = ta if a is None else g.math("ADD", a, ta)
-        b = tb if b is None else g.math("ADD", b, tb)
-        c = tc if c is None else g.math("ADD", c, tc)
+    a, b, c = _projected_covariance(g, gin, rot, s, k, to_cam, q, rx, ry)
 
-    # Dilation: eps2d px^2 at the hero focal and the splat's depth in the render camera, in camera units.
-    px = g.math("DIVIDE", g.math("MULTIPLY", q[2], -1.0), gin.outputs["Hero Focal"])
-    eps = g.math("MULTIPLY", g.math("MULTIPLY", px, px), gin.outputs["Dilation"])
-    a = g.math("ADD", a, eps)
-    c = g.math("ADD", c, eps)
-
-    # gsplat's extent: min(EXTENT_MAX, sqrt(2 ln(opacity / ALPHA_MIN))) sigmas; the alpha cut does the rest.
-    opa = g.node("GeometryNodeInputNamedAttribute", data_type="FLOAT")
-    opa.inputs["Name"].default_value = names.opacity
-    ext = g.math("SQRT", g.math("MULTIPLY", 2.0, g.math("LOGARITHM", g.math("MAXIMUM", g.math(
-        "MULTIPLY", opa.outputs["Attribute"], 1.0 / ALPHA_MIN), 1.0001), math.e)))
-    ext = g.math("MINIMUM", ext, EXTENT_MAX)
-    hx = g.math("MULTIPLY", ext, g.math("SQRT", a))
-    hy = g.math("MULTIPLY", ext, g.math("SQRT", c))
-    # Conic of C in the quad's unit coordinates (u, v) in [-1, 1]: (n_a, n_b, n_c) with
-    # sigma = 0.5 (n_a u^2 + 2 n_b u v + n_c v^2).
-    det = g.math("MAXIMUM", g.math("SUBTRACT", g.math("MULTIPLY", a, c), g.math("MULTIPLY", b, b)), 1e-30)
-    e2 = g.math("MULTIPLY", ext, ext)
-    n_ac = g.math("DIVIDE", g.math("MULTIPLY", e2, g.math("MULTIPLY", a, c)), det)
-    n_b = g.math("DIVIDE", g.math("MULTIPLY", g.math("MULTIPLY", e2, b), g.math("SQRT", g.math("MULTIPLY", a, c))),
-                 det)
-    conic = g.combine(n_ac, g.math("MULTIPLY", n_b, -1.0), n_ac)
-    store_conic = g.node("GeometryNodeStoreNamedAttribute", (gin.outputs["Geometry"],), data_type="FLOAT_VECTOR",
-                         domain="POINT")
-    store_conic.inputs["Name"].default_value = CONIC_ATTR
-    ng.links.new(conic, store_conic.inputs["Value"])
+    store_conic, hx, hy = _footprint(g, ng, gin, names, a, b, c)
 
     # The quad: 2x2 units in the xy plane; its vertex positions are the (u, v) falloff coordinate.
     grid = g.node("GeometryNodeMeshGrid", (2.0, 2.0, 2, 2))
