@@ -197,7 +197,7 @@ def _hub_reachable(timeout: float = HUB_PROBE_SECONDS) -> bool:
         try:
             with socket.create_connection((host, port), timeout=timeout):
                 result.append(True)
-        except (OSError, ValueError):
+        except Exception:  # noqa: BLE001 - any failure (a broken resolver included) means "not reachable"
             result.append(False)
 
     worker = threading.Thread(target=probe, name="hub-probe", daemon=True)

@@ -303,12 +303,14 @@ def run(ctx, image, gaussians3d, multiview, mom3d, loop2d, mask) -> Loop4D:
 def report(out: Loop4D) -> dict:
     m: dict = {"n_gaussians_per_frame": out.loop.n_gaussians}
     r = out.report
-    if r is not None:
-        m.update(train4d_psnr_preview=round(r.psnr_preview, 3), train4d_psnr_trained=round(r.psnr_trained, 3),
-                 train4d_loss_first=round(float(np.mean(r.loss_curve[:10])), 5),
-                 train4d_loss_curve_tenths=[round(float(np.mean(c)), 5) for c in np.array_split(r.loss_curve, 10)],
-                 train4d_loss_last=round(float(np.mean(r.loss_curve[-10:])), 5),
-                 loop_closure_psnr=round(r.loop_closure_psnr, 3), train4d_best_iter=r.best_iter, train4d_kept=r.kept)
+    if r is None:
+        return m
+    m.update(train4d_psnr_preview=round(r.psnr_preview, 3), train4d_psnr_trained=round(r.psnr_trained, 3),
+             loop_closure_psnr=round(r.loop_closure_psnr, 3), train4d_best_iter=r.best_iter, train4d_kept=r.kept)
+    curve = np.asarray(r.loss_curve, np.float64)
+    if len(curve):  # every step can have been skipped (non-finite losses)
+        m.update(train4d_loss_first=round(float(curve[:10].mean()), 5), train4d_loss_last=round(float(curve[-10:].mean()), 5),
+                 train4d_loss_curve_tenths=[round(float(c.mean()), 5) for c in np.array_split(curve, 10) if len(c)])
     return m
 
 
