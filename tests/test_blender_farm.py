@@ -7,6 +7,7 @@ nothing else, so the add-on derives every other path from that one.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,8 @@ import sys
 import numpy as np
 import pytest
 
-from test_blender_support import ROOT, have_bpy, load_png, psnr, run_scenario, synthetic_frames, write_fake_result
+from test_blender_support import (PY, ROOT, have_bpy, load_png, psnr, render_reference, run_scenario, save_png,
+                                  synthetic_frames, write_fake_result)
 
 pytestmark = [pytest.mark.blender, pytest.mark.skipif(not have_bpy(), reason="bpy is not installed")]
 W, H, N = 64, 48, 16
@@ -29,15 +31,41 @@ def _bat() -> list[str]:
     return [sys.executable, "-c", "import sys; from blender_asset_tracer.cli import cli_main; sys.exit(cli_main())"]
 
 
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory):
-    bat = _bat()
-    tmp = tmp_path_factory.mktemp("blender_farm")
-    syn = synthetic_frames(W, H, N)
-    res = write_fake_result(tmp / "result", syn)
+def _one_cloud_result(tmp) -> "Path":
+    """A one-cloud USD result (the layout before loop layers, still imported)."""
     from test_blender_import import _add_usd
 
+    syn = synthetic_frames(W, H, N)
+    res = write_fake_result(tmp / "result", syn)
     _add_usd(res, syn)
+    return res
+
+
+def _layered_result(tmp) -> "Path":
+    """What the backend writes today: a tiny real preview loop in the compact layout (static, forward, backward)."""
+    import cv2
+
+    syn = synthetic_frames(W, H, 1)
+    save_png(tmp / "photo.png", render_reference(syn["frames"][0], syn["K"], np.eye(4), W, H))
+    mask = np.zeros((H, W), np.uint8)
+    mask[H // 2:, :] = 255
+    cv2.imwrite(str(tmp / "mask.png"), mask)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), LOOPSCAPE_THREADS="1", HF_HUB_OFFLINE="1")
+    proc = subprocess.run([str(PY), "-m", "backend", "run", "--image", str(tmp / "photo.png"), "--mask",
+                           str(tmp / "mask.png"), "--hint", "2,36,62,36,1.5", "--max-side", str(W), "--quality",
+                           "preview", "--frames", str(N), "--depth", "prior", "--device", "cpu", "--events", "json",
+                           "--out", str(tmp / "result")], cwd=str(ROOT), env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp / "result" / "result.json").read_text()).get("layout")
+    return tmp / "result"
+
+
+@pytest.fixture(scope="module", params=["one-cloud", "layered"])
+def farm(request, tmp_path_factory):
+    bat = _bat()
+    tmp = tmp_path_factory.mktemp(f"blender_farm_{request.param}")
+    res = _one_cloud_result(tmp) if request.param == "one-cloud" else _layered_result(tmp)
     project = tmp / "project"
     project.mkdir()
     blend = project / "shot.blend"
@@ -54,7 +82,7 @@ def farm(tmp_path_factory):
     keep = ROOT / "test_output" / "blender"
     keep.mkdir(parents=True, exist_ok=True)
     for name in ("orig_1", f"orig_{N}", f"packed_{N}", f"missing_{N}", f"missing_noaddon_{N}"):
-        shutil.copy(tmp / f"{name}.png", keep / f"farm_{name}.png")
+        shutil.copy(tmp / f"{name}.png", keep / f"farm_{request.param}_{name}.png")
     return {"saved": saved, "packed": packed, "missing": missing, "tmp": tmp, "packed_dir": packed_dir,
             "bat_log": p.stdout + p.stderr}
 
@@ -63,6 +91,7 @@ def test_saved_shot_keeps_one_relative_path_and_no_baked_points(farm):
     saved = farm["saved"]
     assert saved["import"] == "FINISHED"
     kept = saved["saved"]
+    assert kept["n_caches"] == 1 and kept["n_streamed"] >= 1, kept
     assert kept["cache"].startswith("//") and kept["cache"].endswith("scene.usdc")
     assert kept["result_dir"] == kept["cache"][: -len("/scene.usdc")], "the result folder is the cache's folder"
     assert kept["baked_points"] == 0, "a point cloud baked into the .blend would render frozen without its cache"

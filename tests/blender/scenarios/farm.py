@@ -51,15 +51,18 @@ def render(path: str, frame: int) -> None:
 
 
 def paths_kept(out: dict, key: str) -> None:
+    """The cache path, the folder the add-on derives, and the points baked into every cloud that
+    streams from the cache (a layered loop's static cloud has no samples, so no cache, and keeps its points)."""
     scene = bpy.context.scene
-    obj = scene.loopscape.result_object if hasattr(scene, "loopscape") else None
-    obj = obj or next((o for o in scene.objects if o.get("loopscape_result")), None)
-    caches = [m.cache_file.filepath for m in obj.modifiers if m.type == "MESH_SEQUENCE_CACHE"] if obj else []
-    out[key] = {"cache": caches[0] if caches else None,
-                "result_dir": scene.loopscape.result_dir if hasattr(scene, "loopscape") else None,
-                "result_dir_abs": bpy.path.abspath(scene.loopscape.result_dir) if hasattr(scene, "loopscape") else None,
-                "baked_points": len(obj.data.points) if obj is not None and obj.type == "POINTCLOUD" else None,
-                "obj_props": sorted(k for k in obj.keys()) if obj is not None else []}
+    clouds = [o for o in scene.objects if o.get("loopscape_result")]
+    streamed = [o for o in clouds if any(m.type == "MESH_SEQUENCE_CACHE" for m in o.modifiers)]
+    caches = sorted({m.cache_file.filepath for o in streamed for m in o.modifiers if m.type == "MESH_SEQUENCE_CACHE"})
+    has = hasattr(scene, "loopscape")
+    out[key] = {"cache": caches[0] if caches else None, "n_caches": len(caches), "n_streamed": len(streamed),
+                "result_dir": scene.loopscape.result_dir if has else None,
+                "result_dir_abs": bpy.path.abspath(scene.loopscape.result_dir) if has else None,
+                "baked_points": sum(len(o.data.points) for o in streamed if o.type == "POINTCLOUD"),
+                "obj_props": sorted({k for o in clouds for k in o.keys()})}
 
 
 def main(ctx: Context) -> None:
