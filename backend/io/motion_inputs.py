@@ -10,7 +10,6 @@ at (end - start) / 50 px per frame, the convention of the prior tools (3D-Cinema
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path

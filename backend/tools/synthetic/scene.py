@@ -35,7 +35,6 @@ import numpy as np
 
 from backend.io.atomic import atomic_write_json
 from backend.infra.errors import LoopscapeError
-from backend.io.image import save_png
 from contract.camera import PATH_PRESETS, preset_translations
 
 PATH_NAMES = PATH_PRESETS
