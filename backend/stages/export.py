@@ -3,8 +3,8 @@
 For a loop, the compact layout of ``backend.io.loop_export`` (static Gaussians once, the moving
 ones per frame as two layers; every frame as a full PLY only with ``full_ply_sequence``), plus
 frame N as ``loop_end.ply`` for anyone checking the loop closure; for a still, one PLY and a
-one-frame USD. Then the path video, the input-view video, PNG frames on request, and the contact sheet ``preview.png`` with its looping ``preview.webp``.
-Returns the result.json entries for those files.
+one-frame USD. Then the path video, the input-view video, PNG frames on request, and the contact
+sheet ``preview.png`` with its looping ``preview.webp``. Returns the result.json entries for those files.
 """
 from __future__ import annotations
 
