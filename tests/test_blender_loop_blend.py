@@ -1,6 +1,6 @@
 """The loop blend in Blender as in the backend (issue 13) from the compact layout (issue 9).
 
-A real backend run (tiny preview loop) is imported: static, forward and backward clouds, two view
+A real backend run (a tiny preview loop of the built-in landscape) is imported: static, forward and backward clouds, two view
 layers and a compositor mix keyed to t/N. Cycles at the hero camera must match the backend's own
 input-view frames (the blend of two renders) at frame 1 and mid-loop; frame 1 must equal the old
 full-PLY import, and mid-loop the new blend must be closer to the backend than the old one-set frame.
@@ -13,13 +13,11 @@ import os
 import shutil
 import subprocess
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
-from test_blender_support import PY, ROOT, have_bpy, load_png, psnr, render_reference, run_scenario, save_png, \
-    synthetic_frames
+from test_blender_support import PY, ROOT, have_bpy, load_png, psnr, run_scenario, save_png
 
 pytestmark = [pytest.mark.blender, pytest.mark.slow,
               pytest.mark.skipif(not have_bpy(), reason="bpy is not installed in .venv")]
@@ -56,18 +54,17 @@ def backend_frame(res_dir, res: dict, t: int, only: int | None = None) -> np.nda
 @pytest.fixture(scope="module")
 def loop_blend(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("loop_blend")
-    syn = synthetic_frames(W, H, 1)
-    save_png(tmp / "photo.png", render_reference(syn["frames"][0], syn["K"], np.eye(4), W, H))
-    mask = np.zeros((H, W), np.uint8)
-    mask[H // 2:, :] = 255
-    cv2.imwrite(str(tmp / "mask.png"), mask)
+    # The built-in landscape (sky, ridges, a lake; its own mask, arrows and true depth): content like
+    # a photo's, not a test pattern, at the tiny size.
+    from backend.tools.demo_scene import make_demo_scene, write_demo_inputs
+
+    fields = write_demo_inputs(tmp / "demo", make_demo_scene(W, H, seed=4))
+    job = dict(fields, max_side=W, quality="preview", frames=N, device="cpu", full_ply_sequence=True)
+    (tmp / "job.json").write_text(json.dumps(job))
     res_dir = tmp / "result"
     env = dict(os.environ, PYTHONPATH=str(ROOT), LOOPSCAPE_THREADS="1", HF_HUB_OFFLINE="1")
-    proc = subprocess.run([str(PY), "-m", "backend", "run", "--image", str(tmp / "photo.png"), "--mask",
-                           str(tmp / "mask.png"), "--hint", "2,36,62,36,1.5", "--max-side", str(W), "--quality",
-                           "preview", "--frames", str(N), "--depth", "prior", "--device", "cpu",
-                           "--full-ply-sequence", "--events", "json", "--out", str(res_dir)],
-                          cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([str(PY), "-m", "backend", "run", str(tmp / "job.json"), "--events", "json",
+                           "--out", str(res_dir)], cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((res_dir / "result.json").read_text())
     # Today's import, for comparison: the full one-set PLY sequence, no layout, no USD.
@@ -128,10 +125,10 @@ def test_cycles_matches_the_backends_blend_at_frame_1_and_mid_loop(loop_blend):
           f"each layer alone at frame {mid}: {layers[0]:.2f} / {layers[1]:.2f} dB; the blend vs the mean of "
           f"Blender's two layer renders: {mixed:.2f} dB")
     assert p1 >= 30.0
-    # Issue 13: mid-loop no worse than 0.5 dB below frame 1. Figures are capped at 40 dB (RMS error
-    # 2.5/255): above it, mid-loop Gaussians sit off the pixel grid and each layer alone already
-    # renders ~4 dB below frame 1's grid-aligned splats; that is the splat drawing, not the blend.
-    assert min(pm, 40.0) >= min(p1, 40.0) - 0.5
+    # Issue 13: mid-loop no worse than 0.5 dB below frame 1. (On a high-contrast test pattern both sit
+    # near 50 dB and mid-loop is ~2.5 dB lower: Gaussians moved off the pixel grid draw slightly less
+    # exactly, each layer alone as much as the blend. On landscape content the two figures agree.)
+    assert pm >= p1 - 0.5
     assert mixed >= 50.0, "the compositor must mix the two layer renders exactly (t/N, in display space)"
     assert pm > old_mid, "the two-layer blend must be closer to the backend than the one-set frame"
     assert pm > still + 1.0, "mid-loop must really differ from frame 1 (the check must be able to fail)"
