@@ -240,17 +240,11 @@ def check_flow_speed(flow: np.ndarray, name: str) -> None:
 
 
 def check_motion_speed(inputs: "MotionInputs") -> None:
-    """Refuse flows and arrows faster than ``MAX_SPEED_FRACTION`` of the long side per frame: such
-    speeds are unit mistakes (px per second, a normalised flow) and tear the scene apart."""
+    """Refuse arrows faster than ``MAX_SPEED_FRACTION`` of the long side per frame: such speeds are
+    unit mistakes (px per second) and tear the scene apart. A dense flow was checked the same way on
+    its own grid when it was read (``check_flow_speed``)."""
     W, H = inputs.size
     limit = MAX_SPEED_FRACTION * max(W, H)
-    if inputs.flow is not None:
-        top = _peak_speed(inputs.flow)
-        if not top <= limit:
-            raise LoopscapeError(
-                f"The dense flow moves up to {top:.3g} px per frame at the {W}x{H} working size, over "
-                f"{MAX_SPEED_FRACTION:.0%} of the image ({limit:.3g} px) per frame.",
-                "Give the flow in pixels per frame at the flow's own size (not per second, not normalised).")
     _, vel = inputs.hint_arrays()
     for h, v in zip(inputs.hints, vel):
         s = float(np.hypot(v[0], v[1]))
