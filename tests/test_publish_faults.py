@@ -358,12 +358,12 @@ def test_double_sigterm_exits_130_and_leaves_nothing(photo, tmp_path, gap):
 # ----------------------------------------------------------------------------- cache keys (issue 12's work)
 
 def mean_step(out: Path) -> np.ndarray:
-    from backend.io.ply import read_gaussians_ply
+    """Mean displacement of the moving Gaussians from frame 0 to frame 1 (the forward layer's states)."""
+    from contract.splats import read_layer_ply
 
     res = json.loads((out / "result.json").read_text())
-    a = read_gaussians_ply(out / res["ply_frames"][0]).means.numpy()
-    b = read_gaussians_ply(out / res["ply_frames"][1]).means.numpy()
-    return (b - a).mean(axis=0)
+    _, states = read_layer_ply(out / res["ply_forward"])
+    return (states["position"][1] - states["position"][0]).mean(axis=0)
 
 
 def test_negated_flow_into_the_same_out_moves_the_other_way(shared_scenes, tmp_path, capsys):
