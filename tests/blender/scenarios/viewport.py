@@ -77,35 +77,30 @@ def look(ctx: Context) -> None:
     render(scene, f"{args['dir']}/solid_material.png")
 
 
+def frame_times(scene, frames=(1, 2, 3, 4, 1, 2)) -> list[float]:
+    """Seconds per frame change; bpy's depsgraph is a viewport one (Is Viewport is True, as in playback)."""
+    times = []
+    for f in frames:
+        t = time.time()
+        scene.frame_set(f)
+        times.append(time.time() - t)
+    return times
+
+
 def bench(ctx: Context) -> None:
     scene, args, out = ctx.scene, ctx.args, ctx.out
     t = time.time()
     out["import"] = ctx.call(bpy.ops.loopscape.import_result, directory=args["result"])
     out["import_s"] = time.time() - t
     obj = scene.loopscape.result_object
-    times = []
-    for f in [1, 2, 3, 4, 1, 2]:
-        t = time.time()
-        scene.frame_set(f)  # bpy's depsgraph is a viewport one: Is Viewport is True, as in playback
-        times.append(time.time() - t)
-    out["frame_s"] = times
+    out["frame_s"] = frame_times(scene)
     out["quads"] = len(viewport_mesh(obj).polygons)
     mod = obj.modifiers["Loopscape Splats"]
     modifier_input(mod, "Viewport Splats", 10**9)  # every splat in the preview
-    times = []
-    for f in [1, 2, 3, 4, 1, 2]:
-        t = time.time()
-        scene.frame_set(f)
-        times.append(time.time() - t)
-    out["frame_s_all"] = times
+    out["frame_s_all"] = frame_times(scene)
     out["quads_all"] = len(viewport_mesh(obj).polygons)
     mod.show_viewport = False  # the point stream alone (USD read)
-    times = []
-    for f in [1, 2, 3, 4, 1, 2]:
-        t = time.time()
-        scene.frame_set(f)
-        times.append(time.time() - t)
-    out["frame_s_cache"] = times
+    out["frame_s_cache"] = frame_times(scene)
     mod.show_viewport = True
     # The same frames with the render-side evaluation the viewport used before (instances, no realise).
     group = obj.modifiers["Loopscape Splats"].node_group
@@ -114,12 +109,7 @@ def bench(ctx: Context) -> None:
             for link in list(node.outputs[0].links):
                 link.to_socket.default_value = False
             group.nodes.remove(node)
-    times = []
-    for f in [1, 2, 3, 4, 1, 2]:
-        t = time.time()
-        scene.frame_set(f)
-        times.append(time.time() - t)
-    out["frame_s_instances"] = times
+    out["frame_s_instances"] = frame_times(scene)
 
 
 def main(ctx: Context) -> None:
