@@ -7,7 +7,8 @@ Read it top to bottom: ``STAGES`` is the pipeline. Each stage is one module unde
   ``load`` makes ``image``, ``mask``, ``motion`` and ``path``);
 - ``run(ctx, **inputs)``: the work, returning the stage's artifact;
 - optionally ``params(ctx)``: the job and preset values it reads, ``CACHED = True`` when its
-  artifact is worth keeping in the work folder, and ``report(artifact)``: its result.json metrics.
+  artifact is worth keeping in the work folder (or ``cached(ctx)`` when that depends on the
+  preset), and ``report(artifact)``: its result.json metrics.
 
 Cache keys are derived, never written by hand: a stage's key hashes its name, its params and
 its inputs' keys, and the ``load`` artifacts are keyed by their content.
@@ -156,7 +157,7 @@ def run_stages(ctx: StageContext, cache: StageCache, timer: StageTimer) -> dict[
             params = stage.params(ctx) if hasattr(stage, "params") else None
             if stage.INPUTS or params is not None:
                 keys[name] = make_key(name, params, [key_of(n) for n in stage.INPUTS])
-            if getattr(stage, "CACHED", False):
+            if _is_cached(stage, ctx):
                 out = cache.get_or_compute(name, keys[name], lambda: stage.run(ctx, **inputs))
             else:
                 out = stage.run(ctx, **inputs)
@@ -167,6 +168,10 @@ def run_stages(ctx: StageContext, cache: StageCache, timer: StageTimer) -> dict[
         else:
             artifacts[name] = out
     return artifacts
+
+
+def _is_cached(stage, ctx: StageContext) -> bool:
+    return stage.cached(ctx) if hasattr(stage, "cached") else getattr(stage, "CACHED", False)
 
 
 def _result_index(ctx: StageContext, artifacts: dict[str, Any], timer: StageTimer, cache: StageCache) -> dict:

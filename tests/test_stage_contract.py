@@ -103,3 +103,27 @@ def test_negated_flow_is_not_served_from_cache(demo_inputs, tmp_path):
         a, b = second["metrics"][key], fresh["metrics"][key]
         assert a == b, (a, b)
     assert first["metrics"]["input_view"] != second["metrics"]["input_view"] or first["metrics"] != second["metrics"]
+
+
+def test_trained_loop_is_reused_for_a_new_path_and_retrained_for_a_new_seed(demo_inputs, tmp_path, monkeypatch):
+    """A trained 4D loop is cached (minutes of work on a real scene); the explicit one is not."""
+    import dataclasses
+
+    from contract import quality
+
+    tiny = dataclasses.replace(quality.PRESETS["draft"], n_views=3,
+                               train3d=quality.Train3DSchedule(iters=5), mom3d_iters=50, iters_4d=6)
+    monkeypatch.setitem(quality.PRESETS, "draft", tiny)
+    out = tmp_path / "out"
+    first, _ = _run(demo_inputs, out, quality="draft")
+    assert first["metrics"]["train4d_kept"] in ("trained", "preview") and "gaussians4d" not in first["cache_hits"]
+    moved, _ = _run(demo_inputs, out, quality="draft", path="zoom-in")
+    assert "gaussians4d" in moved["cache_hits"]
+    assert moved["metrics"]["train4d_psnr_trained"] == first["metrics"]["train4d_psnr_trained"]
+    reseeded, _ = _run(demo_inputs, out, quality="draft", seed=3)
+    assert "gaussians4d" not in reseeded["cache_hits"]
+    assert list((out / "work" / "cache").glob("gaussians4d-*.pkl"))
+
+    explicit = tmp_path / "explicit"
+    _run(demo_inputs, explicit)  # preview: the explicit loop, rebuilt each run
+    assert not list((explicit / "work" / "cache").glob("gaussians4d-*.pkl"))

@@ -276,14 +276,24 @@ INPUTS = ("image", "gaussians3d", "multiview", "mom3d", "loop2d", "mask")
 BACKDROP_PUSH = 1.15  # backdrop depth factor: behind the moving layer, beyond its depth spread
 
 
+RECIPE = "keep-best-1"  # bump when training changes, so cached trained loops are not reused
+
+
 @dataclass
 class Loop4D:
-    loop: LoopedGaussians
+    loop: LoopedGaussians  # a trained loop is on the CPU (cached); its users move it to the job's device
     report: Train4DReport | None  # None for the explicit (untrained) loop
 
 
 def params(ctx) -> dict:
-    return {"iters": ctx.preset.iters_4d, "frames": ctx.job.frames, "seed": ctx.job.seed}
+    return {"recipe": RECIPE, "iters": ctx.preset.iters_4d, "frames": ctx.job.frames, "seed": ctx.job.seed,
+            "device": str(ctx.device)}
+
+
+def cached(ctx) -> bool:
+    """A trained loop is kept, so a new camera path or frame rate reuses minutes of training; the
+    explicit loop takes a second to rebuild and would only fill the work folder."""
+    return ctx.preset.iters_4d > 0
 
 
 def run(ctx, image, gaussians3d, multiview, mom3d, loop2d, mask) -> Loop4D:
@@ -297,7 +307,7 @@ def run(ctx, image, gaussians3d, multiview, mom3d, loop2d, mask) -> Loop4D:
     side = [c for i, c in enumerate(cams) if i != 0][:: max(1, (len(cams) - 1) // 4)][:4]
     loop, rep = train_4d(g, field_, cam, side, loop2d.frames, ctx.job.frames, ctx.preset.iters_4d, ctx.device,
                          ctx.events, mask=mask, seed=ctx.job.seed)
-    return Loop4D(loop, rep)
+    return Loop4D(loop.to("cpu"), rep)
 
 
 def report(out: Loop4D) -> dict:

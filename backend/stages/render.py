@@ -23,7 +23,7 @@ def run(ctx, path, gaussians3d, gaussians4d) -> PathVideo:
     from backend.render.fill import composite_over_fill
 
     cams = path
-    loop = None if gaussians4d is None else gaussians4d.loop
+    loop = None if gaussians4d is None else gaussians4d.loop.to(ctx.device)
     still = gaussians3d.gaussians.to(ctx.device) if loop is None else None
     bg = torch.zeros(3, device=ctx.device)
     frames, uncovered = [], []

@@ -31,7 +31,7 @@ class InputViewCheck:
 
 
 def run(ctx, image, gaussians4d, flows, mask) -> InputViewCheck:
-    frames = input_view_loop(gaussians4d.loop, image.camera, ctx.device, ctx.events)
+    frames = input_view_loop(gaussians4d.loop.to(ctx.device), image.camera, ctx.device, ctx.events)
     return InputViewCheck(frames, motion_report(frames, mask, flows.input_view))
 
 
