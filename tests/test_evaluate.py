@@ -152,3 +152,18 @@ def test_end_to_end_synthetic_reference_metrics(tmp_path):
         assert 15.0 < float(r["psnr"]) < 60.0 and 10.0 < float(r["m_psnr"]) < 60.0
         assert 0.2 < float(r["ssim"]) <= 1.0
     assert set(COLUMNS[:2]) <= set(rows[0])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="bpy not installed")
+def test_preset_comparison_without_ablations_writes_the_compare_sheet(tmp_path):
+    out = tmp_path / "eval"
+    assert main(["--synthetic", "1", "--max-side", "48", "--frames", "4", "--paths", "side", "--samples", "4",
+                 "--out", str(out), "--no-lpips", "--no-ablations"]) == 0
+    rows = list(csv.DictReader(open(out / "table.csv")))
+    assert {r["variant"] for r in rows} == {"ours-preview", "3dphoto-baseline"}
+    sheet = cv2.imread(str(out / "compare.png"))
+    # three tiles (ours, baseline, truth) of 48 px at 3x with 4-px gaps, under a title and a label row
+    assert sheet.shape[1] == 3 * 48 * 3 + 2 * 4 and sheet.shape[0] == 26 + 22 + 36 * 3
+    truth_tile = sheet[48:, -48 * 3:][1::3, 1::3].astype(float)
+    gt = cv2.imread(str(out / "scenes" / "syn_000" / "gt" / "side" / "0003.png")).astype(float)
+    assert np.abs(truth_tile - gt).mean() < 2.0

@@ -15,11 +15,14 @@
 Variants: ``ours`` (the --quality preset), ``ours-true-depth`` (GT scenes), ``no-3dmom`` (no
 multi-view fit: the input view's flow lifted at each point's depth), ``3dphoto`` (2D cinemagraph
 warped by depth, backend.tools.baseline_3dphoto), and ``--qualities draft,final`` adds slower presets
-(opt-in: they do not fit the 15-minute run).
+(opt-in: they do not fit the 15-minute run). ``--no-ablations`` leaves out the true-depth and
+no-3dmom variants, for preset comparisons where only the presets and the baseline matter.
 
 Time alignment: the GT video frame k is path pose k at scene time k; the pipeline's frame i uses
 path camera i at loop time i mod N with N = job frames = GT frames, so frame k matches frame k.
-Writes ``table.md``, ``table.csv`` and ``plots.png`` into ``--out`` and prints the table.
+Writes ``table.md``, ``table.csv``, ``plots.png`` and, on GT scenes, ``compare.png`` (the last
+frame of the side path for every variant next to the truth, first scene) into ``--out``, and
+prints the table.
 """
 from __future__ import annotations
 
@@ -53,6 +56,7 @@ REF_KEYS = ("psnr", "ssim", "lpips", "m_psnr", "m_ssim", "m_lpips")
 COLUMNS = REF_KEYS + ("piqe", "epe_before", "epe_after", "mf_cos", "mf_epe", "mf_speed", "stillness",
                       "loop_gap_db", "flicker", "seconds")
 HIGHER_IS_BETTER = {"psnr", "ssim", "m_psnr", "m_ssim", "mf_cos"}
+COMPARE_PATH = "side"  # compare.png shows this path's last frame: the farthest from the photo
 
 
 # ----------------------------------------------------------------------------- reading
@@ -345,11 +349,13 @@ def run_baseline(scene: Scene, paths: list[str], n_frames: int) -> dict[str, tup
     return out
 
 
-def variants_for(scene: Scene, quality: str, extra_qualities: list[str], baseline: bool) -> list[dict]:
+def variants_for(scene: Scene, quality: str, extra_qualities: list[str], baseline: bool,
+                 ablations: bool = True) -> list[dict]:
     vs = [{"name": f"ours-{quality}", "quality": quality}]
-    if scene.has_gt and scene.true_depth is not None:
+    if ablations and scene.has_gt and scene.true_depth is not None:
         vs.append({"name": f"ours-{quality}-true-depth", "quality": quality, "true_depth": True})
-    vs.append({"name": f"no-3dmom-{quality}", "quality": quality, "mom3d": False})
+    if ablations:
+        vs.append({"name": f"no-3dmom-{quality}", "quality": quality, "mom3d": False})
     if baseline:
         vs.append({"name": "3dphoto-baseline", "baseline": True})
     vs += [{"name": f"ours-{q}", "quality": q} for q in extra_qualities if q != quality]
@@ -357,11 +363,15 @@ def variants_for(scene: Scene, quality: str, extra_qualities: list[str], baselin
 
 
 def evaluate_scene(scene: Scene, paths: list[str], n_frames: int, quality: str, work: Path, extra_qualities: list[str],
-                   baseline: bool = True, lpips: bool = True, log=print) -> list[dict]:
+                   baseline: bool = True, lpips: bool = True, log=print, ablations: bool = True,
+                   compare: dict[str, np.ndarray] | None = None) -> list[dict]:
+    """Score every variant along every path; ``compare`` collects the last COMPARE_PATH frame per variant."""
     rows = []
-    for var in variants_for(scene, quality, extra_qualities, baseline):
+    for var in variants_for(scene, quality, extra_qualities, baseline, ablations):
         t0 = time.time()
         videos = run_baseline(scene, paths, n_frames) if var.get("baseline") else run_ours(scene, var, paths, n_frames, work)
+        if compare is not None and COMPARE_PATH in videos:
+            compare[var["name"]] = videos[COMPARE_PATH][0][-1]
         for name, (frames, res) in videos.items():
             row = {"scene": scene.name, "variant": var["name"], "path": name,
                    **score_video(frames, scene, name, res if not var.get("baseline") else None, lpips=lpips)}
@@ -454,6 +464,26 @@ def write_table(rows: list[dict], out: Path, title: str = "") -> str:
     return md
 
 
+def write_compare(tiles: dict[str, np.ndarray], out: Path, title: str) -> None:
+    """compare.png: one frame per variant and the truth side by side, each labelled, at 3x."""
+    from backend.io.atomic import atomic_write_bytes
+
+    scale = 3
+    strips = []
+    for name, img in tiles.items():
+        t = cv2.resize((np.clip(img, 0, 1) * 255).astype(np.uint8), None, fx=scale, fy=scale,
+                       interpolation=cv2.INTER_NEAREST)
+        label = np.full((22, t.shape[1], 3), 24, np.uint8)
+        cv2.putText(label, name, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (235, 235, 235), 1, cv2.LINE_AA)
+        strips.append(np.vstack([label, t]))
+    gap = np.full((strips[0].shape[0], 4, 3), 255, np.uint8)
+    body = np.hstack([x for s in strips for x in (s, gap)][:-1])
+    head = np.full((26, body.shape[1], 3), 255, np.uint8)
+    cv2.putText(head, title, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (20, 20, 20), 1, cv2.LINE_AA)
+    ok, png = cv2.imencode(".png", np.vstack([head, body])[:, :, ::-1])
+    atomic_write_bytes(out / "compare.png", png.tobytes())
+
+
 def _plot(rows: list[dict], out: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -495,6 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--motion", default="flow", choices=("flow", "hints"),
                     help="drive scenes with a dense flow by their dense flow (default) or by arrows sampled from it")
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--no-ablations", action="store_true", help="leave out the true-depth and no-3dmom variants")
     ap.add_argument("--no-lpips", action="store_true")
     ap.add_argument("--out", default="eval_out")
     args = ap.parse_args(argv)
@@ -531,11 +562,17 @@ def main(argv: list[str] | None = None) -> int:
                 raise LoopscapeError(f"scene folder {args.scenes} does not exist.", "Pass a folder of scene folders.")
             scenes += sorted(p for p in Path(args.scenes).iterdir() if (p / "image.png").exists())
         work = out / "runs"
+        compare: dict[str, np.ndarray] = {}
         for folder in scenes:
             scene = Scene(folder, args.max_side, args.motion)
             paths = [HERO] + ([p for p in args.paths.split(",") if p] if scene.has_gt else [])
+            first_gt = scene.has_gt and not compare
             rows += evaluate_scene(scene, paths, args.frames, args.quality, work, extra, baseline=not args.no_baseline,
-                                   lpips=lpips, log=log)
+                                   lpips=lpips, log=log, ablations=not args.no_ablations,
+                                   compare=compare if first_gt else None)
+            if first_gt and compare and (truth := scene.gt_frames(COMPARE_PATH)) is not None:
+                compare["truth"] = truth[min(len(truth), args.frames) - 1]
+                write_compare(compare, out, f"{scene.name}, {COMPARE_PATH} path, frame {args.frames - 1}")
     except LoopscapeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -547,7 +584,8 @@ def main(argv: list[str] | None = None) -> int:
              + (", motion from arrows sampled from the true flow" if args.motion == "hints" else "")
              + (f", also {', '.join(extra)}" if extra else "; draft/final not run (opt-in: --qualities draft,final)"))
     print(write_table(rows, out, title))
-    print(f"total {time.time() - t0:.0f} s; wrote {out / 'table.md'}, {out / 'table.csv'}, {out / 'plots.png'}")
+    print(f"total {time.time() - t0:.0f} s; wrote {out / 'table.md'}, {out / 'table.csv'}, {out / 'plots.png'}"
+          + (f", {out / 'compare.png'}" if (out / "compare.png").exists() else ""))
     return 0
 
 
