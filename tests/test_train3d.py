@@ -1,5 +1,6 @@
 """The 3D Gaussian optimisation really optimises: loss falls, PSNR rises, density control works."""
 import numpy as np
+import pytest
 import torch
 
 from backend.model.camera import Camera, intrinsics_from_fov, look_at_w2c
@@ -66,3 +67,56 @@ def test_opacity_reset_fires():
     opt = torch.optim.Adam([{"params": [getattr(g, k)], "name": k} for k in g.param_names])
     DensityControl.reset_opacity(g, opt, 0.01)
     assert torch.sigmoid(g.logit_opacities).max() <= 0.01 + 1e-6
+
+
+def _views_and_start():
+    gt, cams, imgs, xyz, rgb, size = _scene()
+    rng = np.random.default_rng(0)
+    init = from_points(xyz + rng.normal(0, 0.01, xyz.shape), np.clip(rgb * 0.5 + 0.25, 0, 1), size * 1.5, opacity=0.5)
+    return init, TrainViews(cams, imgs, torch.ones(imgs.shape[:3], dtype=torch.bool))
+
+
+class _Warnings:
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def warning(self, message: str, **_fields) -> None:
+        self.messages.append(message)
+
+    def __getattr__(self, _name):  # progress, log: not needed here
+        return lambda *a, **k: None
+
+
+@pytest.mark.parametrize("rates, kept", [
+    ({"lr_means": 50.0, "lr_scales": 30.0, "lr_opacities": 50.0, "lr_sh0": 50.0}, "snapshot"),  # NaN parameters
+    ({"lr_sh0": 20.0}, "initial"),  # finite, but worse than the start
+])
+def test_exploding_learning_rates_never_end_worse_than_the_start(rates, kept):
+    init, views = _views_and_start()
+    start = [psnr(init.render(c).rgb.clamp(0, 1), views.images[i]) for i, c in enumerate(views.cameras)]
+    events = _Warnings()
+    trained, report = train_gaussians(init, views, TrainConfig(iters=40, refine_start=10_000, **rates), events=events)
+    assert report.kept == kept
+    assert np.mean(report.psnr_per_view) >= np.mean(start) - 1e-6
+    assert all(torch.isfinite(getattr(trained, k)).all() for k in trained.param_names)
+    assert events.messages and "3D training" in events.messages[-1]
+
+
+def test_steps_with_a_non_finite_loss_are_skipped(monkeypatch):
+    from backend.stages import gaussians3d
+
+    real = gaussians3d.photometric_loss
+    calls = {"n": 0}
+
+    def sometimes_nan(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] % 5 == 0 else loss
+
+    monkeypatch.setattr(gaussians3d, "photometric_loss", sometimes_nan)
+    init, views = _views_and_start()
+    events = _Warnings()
+    trained, report = train_gaussians(init, views, TrainConfig(iters=60, refine_start=10_000), events=events)
+    assert report.skipped_steps == 12 and report.kept == "trained"
+    assert len(report.losses) == 48 and np.mean(report.losses[-5:]) < np.mean(report.losses[:5])
+    assert any("skipped 12 of 60" in m for m in events.messages)

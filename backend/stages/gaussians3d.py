@@ -77,6 +77,8 @@ class TrainReport:
     psnr_input_history: list[tuple[int, float]] = field(default_factory=list)
     n_gaussians: int = 0
     seconds: float = 0.0
+    skipped_steps: int = 0  # steps whose loss was not finite (not applied)
+    kept: str = "trained"  # "trained", "snapshot" (diverged: the last finite state) or "initial"
 
 
 def _make_optimizer(g: Gaussians, cfg: TrainConfig, scene_scale: float) -> torch.optim.Adam:
@@ -203,10 +205,32 @@ class DensityControl:
                     state["exp_avg_sq"].zero_()
 
 
+def _all_finite(g: Gaussians) -> bool:
+    return all(bool(torch.isfinite(getattr(g, k)).all()) for k in g.param_names)
+
+
+def _view_psnrs(g: Gaussians, views: TrainViews, bg: Tensor) -> list[float]:
+    with torch.no_grad():
+        return [psnr(g.render(cam, background=bg).rgb.clamp(0, 1), views.images[vi]) for vi, cam in enumerate(views.cameras)]
+
+
+def _weighted_mean(psnrs: list[float], input_index: int, cfg: TrainConfig) -> float:
+    """Per-view PSNR averaged with the training's view weights: the input view counts as it did in training."""
+    share = [cfg.input_view_prob * cfg.input_view_weight if i == input_index
+             else (1.0 - cfg.input_view_prob) / max(len(psnrs) - 1, 1) for i in range(len(psnrs))]
+    vals = np.nan_to_num(np.asarray(psnrs, float), nan=-np.inf)
+    return float(np.dot(share, vals) / sum(share)) if np.all(np.isfinite(vals)) else -np.inf
+
+
 def train_gaussians(g: Gaussians, views: TrainViews, cfg: TrainConfig, scene_scale: float = 1.0,
                     background: Tensor | None = None, events: EventSink | None = None,
                     stage: str = "gaussians3d") -> tuple[Gaussians, TrainReport]:
-    """Optimise ``g`` in place (a trained copy is returned) and report losses and per-view PSNR."""
+    """Optimise ``g`` in place (a trained copy is returned) and report losses and per-view PSNR.
+
+    Guards: a step with a non-finite loss is skipped; parameters that turn non-finite end training
+    with the last finite state (checked every tenth of the run); and a result whose view-weighted
+    PSNR is below the starting Gaussians' returns the start. Each is reported as a warning event.
+    """
     t0 = time.time()
     gen = seeded_generator(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -221,6 +245,9 @@ def train_gaussians(g: Gaussians, views: TrainViews, cfg: TrainConfig, scene_sca
     others = [i for i in range(V) if i != views.input_index]
     report = TrainReport()
     weights = torch.where(views.valid, 1.0, cfg.filled_pixel_weight).to(views.images.dtype)
+    initial = g.detach()
+    snapshot, snapshot_step = initial, 0
+    check_every = max(1, cfg.iters // 10)
 
     for step in range(1, cfg.iters + 1):
         use_input = not others or rng.random() < cfg.input_view_prob
@@ -231,10 +258,18 @@ def train_gaussians(g: Gaussians, views: TrainViews, cfg: TrainConfig, scene_sca
         w = 1.0 if vi != views.input_index else cfg.input_view_weight
         loss = w * photometric_loss(out.rgb, views.images[vi], weights[vi], cfg.lambda_dssim)
         opt.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):  # one bad step must not poison Adam's moments
+            report.skipped_steps += 1
+            continue
         loss.backward()
         if step < cfg.refine_stop:
             density.accumulate(out.info, len(g), cam.width, cam.height)
         opt.step()
+        if step % check_every == 0 or step == cfg.iters:
+            if not _all_finite(g):  # diverged: stop here and keep the last finite state
+                report.kept = "snapshot"
+                break
+            snapshot, snapshot_step = g.detach(), step
         report.losses.append(float(loss.detach()) / w)
         if vi == views.input_index:
             report.psnr_input_history.append((step, psnr(out.rgb.detach().clamp(0, 1), views.images[vi])))
@@ -248,11 +283,23 @@ def train_gaussians(g: Gaussians, views: TrainViews, cfg: TrainConfig, scene_sca
         if events and (step % max(1, cfg.iters // 20) == 0 or step == cfg.iters):
             events.progress(stage, step / cfg.iters, loss=round(report.losses[-1], 5), gaussians=len(g))
 
-    trained = g.detach()
-    with torch.no_grad():
-        for vi, cam in enumerate(views.cameras):
-            out = trained.render(cam, background=bg)
-            report.psnr_per_view.append(psnr(out.rgb.clamp(0, 1), views.images[vi]))
+    if report.kept == "trained" and not _all_finite(g):  # the last steps, after the last check
+        report.kept = "snapshot"
+    trained = snapshot if report.kept == "snapshot" else g.detach()
+    report.psnr_per_view = _view_psnrs(trained, views, bg)
+    if report.kept == "snapshot" and events:
+        events.warning(f"3D training diverged (parameters became NaN or infinite); the Gaussians of step "
+                       f"{snapshot_step} of {cfg.iters} are kept.", stage=stage)
+    if report.skipped_steps and events:
+        events.warning(f"3D training skipped {report.skipped_steps} of {cfg.iters} steps whose loss was not finite.",
+                       stage=stage)
+    start = _view_psnrs(initial, views, bg)
+    if _weighted_mean(report.psnr_per_view, views.input_index, cfg) < _weighted_mean(start, views.input_index, cfg):
+        # Never end worse than the start: the lifted photo is a complete, valid scene.
+        report.kept, trained, report.psnr_per_view = "initial", initial, start
+        if events:
+            events.warning("3D training ended worse than the lifted photo it started from; the lifted Gaussians are kept.",
+                           stage=stage)
     report.psnr_input_view = report.psnr_per_view[views.input_index]
     synth = [p for i, p in enumerate(report.psnr_per_view) if i != views.input_index]
     report.psnr_synth_mean = float(np.mean(synth)) if synth else float("nan")
@@ -300,4 +347,5 @@ def run(ctx, image, depth, lift, multiview, mask) -> Gaussians3D:
 def report(out: Gaussians3D) -> dict:
     r = out.report
     return {"train_psnr_input_view": round(r.psnr_input_view, 3), "train_psnr_synth_mean": round(r.psnr_synth_mean, 3),
-            "train_psnr_per_view": [round(p, 3) for p in r.psnr_per_view], "n_gaussians": r.n_gaussians}
+            "train_psnr_per_view": [round(p, 3) for p in r.psnr_per_view], "n_gaussians": r.n_gaussians,
+            "train3d_kept": r.kept, "train3d_skipped_steps": r.skipped_steps}
