@@ -426,6 +426,8 @@ def _fmt(x: float) -> str:
         return "-"
     if isinstance(x, float) and math.isinf(x):
         return "inf"
+    if abs(x) < 0.1:  # LPIPS, EPE: presets differ in the fourth decimal
+        return f"{x:.4f}"
     return f"{x:.3f}" if abs(x) < 100 else f"{x:.1f}"
 
 
