@@ -21,7 +21,7 @@ def run(ctx, image, motion, gaussians3d, gaussians4d, validate, render) -> dict:
     from backend.io.video import write_mp4, write_png_frames
 
     job, staging = ctx.job, ctx.staging
-    loop = None if gaussians4d is None else gaussians4d.loop
+    loop = None if gaussians4d is None else gaussians4d.loop.to(ctx.device)
     progress = lambda f: ctx.events.progress("export", f)  # noqa: E731
     if loop is not None:  # the compact loop layout (backend.io.loop_export)
         from backend.io.loop_export import write_loop_ply
