@@ -364,12 +364,13 @@ def variants_for(scene: Scene, quality: str, extra_qualities: list[str], baselin
 
 def evaluate_scene(scene: Scene, paths: list[str], n_frames: int, quality: str, work: Path, extra_qualities: list[str],
                    baseline: bool = True, lpips: bool = True, log=print, ablations: bool = True,
-                   compare: dict[str, np.ndarray] | None = None) -> list[dict]:
+                   compare: dict[str, np.ndarray] | None = None, device: str = "cpu") -> list[dict]:
     """Score every variant along every path; ``compare`` collects the last COMPARE_PATH frame per variant."""
     rows = []
     for var in variants_for(scene, quality, extra_qualities, baseline, ablations):
         t0 = time.time()
-        videos = run_baseline(scene, paths, n_frames) if var.get("baseline") else run_ours(scene, var, paths, n_frames, work)
+        videos = (run_baseline(scene, paths, n_frames) if var.get("baseline")
+                  else run_ours(scene, var, paths, n_frames, work, device))
         if compare is not None and COMPARE_PATH in videos:
             compare[var["name"]] = videos[COMPARE_PATH][0][-1]
         for name, (frames, res) in videos.items():
@@ -528,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="drive scenes with a dense flow by their dense flow (default) or by arrows sampled from it")
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--no-ablations", action="store_true", help="leave out the true-depth and no-3dmom variants")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                    help="where our pipeline runs (the baseline and the metrics stay on the CPU)")
     ap.add_argument("--no-lpips", action="store_true")
     ap.add_argument("--out", default="eval_out")
     args = ap.parse_args(argv)
@@ -571,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
             first_gt = scene.has_gt and not compare
             rows += evaluate_scene(scene, paths, args.frames, args.quality, work, extra, baseline=not args.no_baseline,
                                    lpips=lpips, log=log, ablations=not args.no_ablations,
-                                   compare=compare if first_gt else None)
+                                   compare=compare if first_gt else None, device=args.device)
             if first_gt and compare and (truth := scene.gt_frames(COMPARE_PATH)) is not None:
                 compare["truth"] = truth[min(len(truth), args.frames) - 1]
                 write_compare(compare, out, f"{scene.name}, {COMPARE_PATH} path, frame {args.frames - 1}")
