@@ -10,6 +10,8 @@ from backend.tools.baseline_3dphoto import render_3dphoto_baseline
 from backend.model.camera import Camera, intrinsics_from_fov
 from backend.tools.evaluate import COLUMNS, hints_from_flow, main, reference_metrics, write_table
 
+needs_bpy = pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="bpy not installed")
+
 
 def test_reference_metrics_crop_and_mask():
     rng = np.random.default_rng(0)
@@ -141,12 +143,16 @@ def test_end_to_end_real_scene_mode(tmp_path):
     assert "psnr" not in rows[0] or rows[0]["psnr"] == ""  # no ground truth: no reference metrics
 
 
-@pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="bpy not installed")
-def test_end_to_end_synthetic_reference_metrics(tmp_path):
-    out = tmp_path / "eval"
+def _tiny_synthetic_eval(out, *flags: str) -> list[dict]:
+    """One 48-px synthetic scene, 4 frames, the side path; returns table.csv's rows."""
     assert main(["--synthetic", "1", "--max-side", "48", "--frames", "4", "--paths", "side", "--samples", "4",
-                 "--out", str(out), "--no-baseline", "--no-lpips"]) == 0
-    rows = list(csv.DictReader(open(out / "table.csv")))
+                 "--out", str(out), "--no-lpips", *flags]) == 0
+    return list(csv.DictReader(open(out / "table.csv")))
+
+
+@needs_bpy
+def test_end_to_end_synthetic_reference_metrics(tmp_path):
+    rows = _tiny_synthetic_eval(tmp_path / "eval", "--no-baseline")
     assert {(r["variant"], r["path"]) for r in rows} >= {("ours-preview", "side"), ("ours-preview-true-depth", "hero")}
     for r in rows:
         assert 15.0 < float(r["psnr"]) < 60.0 and 10.0 < float(r["m_psnr"]) < 60.0
@@ -154,12 +160,10 @@ def test_end_to_end_synthetic_reference_metrics(tmp_path):
     assert set(COLUMNS[:2]) <= set(rows[0])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="bpy not installed")
+@needs_bpy
 def test_preset_comparison_without_ablations_writes_the_compare_sheet(tmp_path):
     out = tmp_path / "eval"
-    assert main(["--synthetic", "1", "--max-side", "48", "--frames", "4", "--paths", "side", "--samples", "4",
-                 "--out", str(out), "--no-lpips", "--no-ablations"]) == 0
-    rows = list(csv.DictReader(open(out / "table.csv")))
+    rows = _tiny_synthetic_eval(out, "--no-ablations")
     assert {r["variant"] for r in rows} == {"ours-preview", "3dphoto-baseline"}
     sheet = cv2.imread(str(out / "compare.png"))
     # three tiles (ours, baseline, truth) of 48 px at 3x with 4-px gaps, under a title and a label row
