@@ -103,6 +103,27 @@ def test_keep_best_never_ends_worse_than_the_explicit_loop(one_thread):
     assert rep.held_out_frames and all(0 < t < N for t in rep.held_out_frames)
 
 
+def test_training_stops_when_the_held_out_error_stalls(one_thread):
+    """With rates far too large nothing beats the explicit loop, so training stops after ``patience``
+    steps instead of running to the end; an improving run is not cut short."""
+    from backend.infra.events import NullSink
+    from backend.stages.gaussians4d import Train4DConfig
+
+    torch.manual_seed(0)
+    g, vel, mask, cam, side, frames = make_scene()
+    sink = NullSink()
+    logs: list[dict] = []
+    sink.listeners.append(logs.append)
+    stalled = Train4DConfig(lr_planes=50.0, lr_mlp=50.0, grad_clip=1e9, patience=8)
+    _, rep = train_4d(g, vel, cam, side, frames, N, 40, "cpu", sink, mask=mask, config=stalled)
+    assert rep.steps_run == 8 and len(rep.loss_curve) == 8 and rep.kept == "preview"
+    assert any(e["event"] == "log" and "stopped at step 8 of 40" in e["message"] for e in logs)
+
+    _, rep = train_4d(g, vel, cam, side, frames, N, 40, "cpu", NullSink(), mask=mask, config=Train4DConfig(patience=8))
+    assert rep.best_iter > 0 and rep.steps_run >= rep.best_iter
+    assert rep.steps_run == 40 or rep.steps_run - rep.best_iter >= 8
+
+
 def test_schedule_warms_up_then_decays():
     from backend.stages.gaussians4d import Train4DConfig
 
