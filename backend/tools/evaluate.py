@@ -469,13 +469,13 @@ def write_table(rows: list[dict], out: Path, title: str = "") -> str:
 
 def write_compare(tiles: dict[str, np.ndarray], out: Path, title: str) -> None:
     """compare.png: one frame per variant and the truth side by side, each labelled, at 3x."""
-    from backend.io.atomic import atomic_write_bytes
+    from backend.io.image import save_png
+    from backend.io.video import to_uint8
 
     scale = 3
     strips = []
     for name, img in tiles.items():
-        t = cv2.resize((np.clip(img, 0, 1) * 255).astype(np.uint8), None, fx=scale, fy=scale,
-                       interpolation=cv2.INTER_NEAREST)
+        t = cv2.resize(to_uint8(img), None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
         label = np.full((22, t.shape[1], 3), 24, np.uint8)
         cv2.putText(label, name, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (235, 235, 235), 1, cv2.LINE_AA)
         strips.append(np.vstack([label, t]))
@@ -483,8 +483,7 @@ def write_compare(tiles: dict[str, np.ndarray], out: Path, title: str) -> None:
     body = np.hstack([x for s in strips for x in (s, gap)][:-1])
     head = np.full((26, body.shape[1], 3), 255, np.uint8)
     cv2.putText(head, title, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (20, 20, 20), 1, cv2.LINE_AA)
-    ok, png = cv2.imencode(".png", np.vstack([head, body])[:, :, ::-1])
-    atomic_write_bytes(out / "compare.png", png.tobytes())
+    save_png(out / "compare.png", np.vstack([head, body]))
 
 
 def _plot(rows: list[dict], out: Path) -> None:
