@@ -250,6 +250,29 @@ def test_prior_on_synthetic_landscape() -> None:
     assert dm.depth[95, 20] < dm.depth[34, 20] < dm.depth[5, 20]
 
 
+def _valley(h: int = 96, w: int = 128, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """A V of light sky between smooth green slopes that reach the top corners, above blue-grey
+    water: the bottom band looks more like the sky than the slopes do. Returns (rgb, true sky)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    sky = yy < 0.45 * h - 0.9 * np.abs(xx - w / 2)
+    img = np.empty((h, w, 3), np.float32)
+    img[...] = np.array([0.42, 0.5, 0.25]) + 0.03 * rng.standard_normal((h, w, 3))  # olive slopes
+    img[sky] = (np.array([0.6, 0.75, 0.95]) + 0.04 * rng.standard_normal((h, w, 3)))[sky]
+    water = yy > 0.55 * h
+    img[water] = (np.array([0.55, 0.62, 0.72]) + 0.08 * rng.standard_normal((h, w, 3)))[water]
+    return np.clip(img, 0, 1), sky
+
+
+def test_prior_keeps_slopes_out_of_the_sky_above_water() -> None:
+    rgb, truth = _valley()
+    dm = depth_prior(rgb)
+    iou = (dm.sky & truth).sum() / (dm.sky | truth).sum()
+    assert iou > 0.8, f"sky IoU {iou:.2f}: slopes taken for sky ({dm.sky.mean():.2f} of the frame, truth {truth.mean():.2f})"
+    # the slopes stand in front of the far shell
+    assert dm.depth[10, 5] < 0.9 * dm.far_shell
+
+
 def test_prior_without_sky_is_a_tilted_plane() -> None:
     rng = np.random.default_rng(3)
     rgb = np.clip(np.array([0.4, 0.35, 0.25]) + 0.15 * rng.standard_normal((64, 80, 3)), 0, 1).astype(np.float32)

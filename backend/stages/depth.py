@@ -20,9 +20,11 @@ Landscape photos are mostly "sky above, ground plane below, distant relief at th
 
 1. Sky. Each pixel gets a sky score from image cues: low local texture (sky and clouds are
    smooth compared with terrain), height in the frame, and a colour log-likelihood ratio between
-   a sky and a ground colour histogram. The histograms start from the top band and the bottom
-   band of the frame and are re-estimated twice from the current skyline (ground colours only
-   from the lower half, so that a low cloud misread once does not teach the model). Sky is taken
+   a sky and a ground colour histogram. The sky histogram starts from the smooth, lighter part
+   of the top band and the ground histogram from the rest of the frame (starting it from the
+   bottom band alone, often water as blue-grey as the sky, left green slopes matching neither);
+   both are re-estimated twice from the current skyline (ground colours only from the lower
+   half, so that a low cloud misread once does not teach the model). Sky is taken
    to be a *prefix of each column* (connected to the top edge, never reappearing below the
    ground, so lake reflections are not sky); the skyline ``b(x)`` maximises the summed score
    above it with an L1 penalty on jumps between neighbouring columns, solved exactly by dynamic
@@ -380,6 +382,7 @@ def depth_from_file(path: str | Path, size_hw: tuple[int, int], kind: str = "dep
 PRIOR_WORK_SIDE = 256  # the prior runs at this long side; its output is smooth, so that is plenty
 _GROUND_EPS = 0.02  # ground depth ~ 1 / ((y - y_h) / H + eps): keeps the horizon finite
 _CAP_ROWS = 0.04  # depth cap = ground depth this fraction of the height below the horizon
+SKY_SEED_LIGHT_PCT = 40  # the sky seed keeps top-band pixels at or above this lightness percentile
 
 
 def depth_prior(rgb: np.ndarray) -> DepthMap:
@@ -436,8 +439,8 @@ def _colour_llr(bins: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def sky_score(rgb: np.ndarray, iterations: int = 3, jump_cost: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel sky evidence (positive = sky) and the skyline b(x) found with it.
 
-    Colour models for sky and ground start from the top and bottom bands of the frame and are
-    re-estimated from the current skyline a few times (a small GrabCut-like loop); texture and
+    Colour models start from the smooth, lighter part of the top band (sky) and the rest of the
+    frame (ground) and are re-estimated from the current skyline a few times (a small GrabCut-like loop); texture and
     height in the frame are fixed cues.
     """
     h, w = rgb.shape[:2]
@@ -450,10 +453,18 @@ def sky_score(rgb: np.ndarray, iterations: int = 3, jump_cost: float = 1.5) -> t
     bins = _colour_bins(lab)
     rows = np.arange(h)[:, None]
     smooth = tex_n < 1.0
-    sky_m = (rows < max(2, int(0.15 * h))) & smooth
+    top = np.broadcast_to(rows < max(2, int(0.15 * h)), (h, w))
+    sky_m = top & smooth
     if sky_m.sum() < 0.02 * h * w:
-        sky_m = np.broadcast_to(rows < max(2, int(0.15 * h)), (h, w))
-    ground_m = np.broadcast_to(rows >= int(0.7 * h), (h, w))
+        sky_m = top
+    # Slopes or a rock face reaching into the top band are smooth at working size too; keeping
+    # the band's lighter part drops them from the seed (the sky lights a daytime landscape).
+    light = lab[:, :, 0] >= np.percentile(lab[:, :, 0][sky_m], SKY_SEED_LIGHT_PCT)
+    if (sky_m & light).sum() >= 0.01 * h * w:
+        sky_m = sky_m & light
+    # Ground starts as everything else, not just the bottom band: that band is often water, as
+    # blue-grey as the sky, and green or brown slopes would then match neither model.
+    ground_m = ~sky_m
     score = np.zeros((h, w), np.float32)
     skyline = np.zeros(w, np.int64)
     for _ in range(iterations):
