@@ -126,3 +126,25 @@ def test_batched_plane_sampling_matches_per_plane():
     torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
     for u, v in zip(ga, gb):
         torch.testing.assert_close(v, u, rtol=1e-4, atol=1e-6)
+
+
+def test_a_field_in_view_coordinates_moves_gaussians_only_across_the_view_rays():
+    """With the supervising camera given, the field's domain is that view's pixels and disparity
+    (every moving Gaussian inside [-1, 1]) and the position residuals are perpendicular to its rays:
+    the input view cannot observe motion along them."""
+    g, L, cam = make_loop()
+    d = Deformation4D.for_loop(L, DeformConfig(features=4, base_resolution=8), view=cam)
+    x0 = g.means[g.moving]
+    q = d.normalise(x0, torch.zeros(len(x0)))
+    assert (q.abs() <= 1).all() and (q[:, :2].max(0).values - q[:, :2].min(0).values > 1.5).all()
+    randomise(d, 5)
+    with torch.no_grad():
+        for t in (2, N - 1):
+            moved = deform_frame(L, d, t).means
+            explicit = L.assemble(t, L.means[t]).means
+            shift = moved - explicit
+            ray = explicit - torch.as_tensor(cam.center, dtype=torch.float32)
+            ray = ray / ray.norm(dim=-1, keepdim=True)
+            along = (shift * ray).sum(-1).abs()
+            assert shift.norm(dim=-1).max() > 1e-3  # the field does act
+            assert along.max() < 1e-5 * (1 + shift.norm(dim=-1).max())

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from backend.stages.loop2d import euler_integrate, render_loop_2d
+from backend.stages.loop2d import euler_integrate, loop_copies, render_loop_2d
 
 
 def _texture(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -84,3 +84,29 @@ def test_default_mask_is_where_the_flow_is_nonzero() -> None:
     still[5:15, 5:15] = False
     assert all(np.array_equal(fr[still], rgb[still]) for fr in out.frames)
     assert not np.array_equal(out.frames[3], rgb)
+
+
+def test_copies_are_the_two_splats_alone_and_mark_their_holes() -> None:
+    """Under an integer translation each copy is the image shifted by t and by -(N - t) frames; the
+    strip a copy uncovers is a hole (still image, weight 0), and where neither copy has a hole the
+    blended loop is exactly the blend of the copies (one splat per pixel: the densities agree)."""
+    H, W, N = 24, 32, 6
+    rgb = _texture(H, W, seed=7)
+    flow = np.zeros((H, W, 2), np.float32)
+    flow[..., 0] = 1.0
+    mask = np.ones((H, W), bool)
+    loop = render_loop_2d(rgb, flow, N, mask=mask)
+    c = loop_copies(rgb, loop, mask)
+    assert c.n_frames == N and c.forward.shape == (N, H, W, 3) and c.forward_valid.shape == (N, H, W)
+    fwd, bwd = c.forward.numpy(), c.backward.numpy()
+    for t in (1, 4):
+        np.testing.assert_allclose(fwd[t][:, t:], rgb[:, :W - t], atol=1e-5)  # moved right by t px
+        s = N - t
+        np.testing.assert_allclose(bwd[t][:, :W - s], rgb[:, s:], atol=1e-5)  # moved left by N - t px
+        assert (c.forward_valid[t][:, :t] == 0).all() and (c.forward_valid[t][:, t:] == 1).all()
+        assert (c.backward_valid[t][:, W - s:] == 0).all() and (c.backward_valid[t][:, :W - s] == 1).all()
+        np.testing.assert_allclose(fwd[t][:, :t], rgb[:, :t])  # holes show the still image
+        both = slice(t, W - s)
+        blend = (1 - t / N) * fwd[t][:, both] + (t / N) * bwd[t][:, both]
+        np.testing.assert_allclose(loop.frames[t][:, both], blend, atol=1e-5)
+    np.testing.assert_allclose(fwd[0], rgb, atol=1e-6)

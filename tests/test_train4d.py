@@ -1,5 +1,5 @@
-"""4D training on a tiny scene: the loss falls, the input view matches the 2D loop better than the
-preview does, the loop closes in 3D and static Gaussians never move."""
+"""4D training on a tiny scene: the loss falls, each render layer matches its 2D loop copy better
+than the preview does, the loop closes in 3D and static Gaussians never move."""
 import cv2
 import numpy as np
 import pytest
@@ -10,6 +10,7 @@ from backend.infra.errors import LoopscapeError
 from backend.model.gaussians import from_points
 from backend.stages.lift import lift_to_points
 from backend.stages.gaussians4d import train_4d
+from backend.stages.loop2d import LoopCopies
 
 W, H, N = 48, 32, 8
 U_GIVEN, U_TRUE = 0.5, 1.0  # the 3D motion under-estimates the 2D loop's speed by half
@@ -31,15 +32,17 @@ def make_scene():
     with torch.no_grad():
         photo = g.render(cam).colors.clamp(0, 1).numpy()
 
-    # The input view's 2D loop, as loop2d makes it: the photo warped forward t steps and backward
-    # N - t steps by the true flow, blended (1 - t/N, t/N).
+    # The input view's 2D loop copies, as loop2d makes them: the photo warped forward t steps and
+    # backward N - t steps by the true flow.
     def warp(shift):
         w = cv2.remap(photo, (xs - shift).astype(np.float32), ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        return np.where(mask[..., None], w, photo)
+        return torch.as_tensor(np.where(mask[..., None], w, photo), dtype=torch.float32)
 
-    frames = np.stack([(1 - t / N) * warp(t * U_TRUE) + (t / N) * warp(-(N - t) * U_TRUE) for t in range(N)])
+    fwd = torch.stack([warp(t * U_TRUE) for t in range(N)])
+    bwd = torch.stack([warp(-(N - t) * U_TRUE) for t in range(N)])
+    copies = LoopCopies(fwd, bwd, torch.ones(fwd.shape[:3]), torch.ones(bwd.shape[:3]))
     side = [cam.with_pose(np.array([[1, 0, 0, dx], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])) for dx in (0.12, -0.12)]
-    return g, vel, mask, cam, side, frames.astype(np.float32)
+    return g, vel, mask, cam, side, copies
 
 
 @pytest.fixture
@@ -80,8 +83,11 @@ def test_training_beats_the_preview_and_the_loop_closes(one_thread):
 
 def test_bad_inputs_raise_user_errors():
     g, vel, mask, cam, side, frames = make_scene()
+    short = LoopCopies(frames.forward[:3], frames.backward[:3], frames.forward_valid[:3], frames.backward_valid[:3])
     with pytest.raises(LoopscapeError, match="frames"):
-        train_4d(g, vel, cam, side, frames[:3], N, 1, mask=mask)
+        train_4d(g, vel, cam, side, short, N, 1, mask=mask)
+    with pytest.raises(LoopscapeError, match="copies"):
+        train_4d(g, vel, cam, side, frames.forward, N, 1, mask=mask)
     g.moving[:] = False
     with pytest.raises(LoopscapeError, match="moving"):
         train_4d(g, vel, cam, side, frames, N, 1, mask=mask)
@@ -119,9 +125,10 @@ def test_training_stops_when_the_held_out_error_stalls(one_thread):
     assert rep.steps_run == 8 and len(rep.loss_curve) == 8 and rep.kept == "preview"
     assert any(e["event"] == "log" and "stopped at step 8 of 40" in e["message"] for e in logs)
 
-    _, rep = train_4d(g, vel, cam, side, frames, N, 40, "cpu", NullSink(), mask=mask, config=Train4DConfig(patience=8))
+    # Sane rates first lose ground (the held-out error at steps 4-12 is above the start), then improve.
+    _, rep = train_4d(g, vel, cam, side, frames, N, 40, "cpu", NullSink(), mask=mask, config=Train4DConfig(patience=16))
     assert rep.best_iter > 0 and rep.steps_run >= rep.best_iter
-    assert rep.steps_run == 40 or rep.steps_run - rep.best_iter >= 8
+    assert rep.steps_run == 40 or rep.steps_run - rep.best_iter >= 16
 
 
 def test_schedule_warms_up_then_decays():

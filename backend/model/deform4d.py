@@ -13,6 +13,13 @@ with opposite signs along the forward and the backward copy).
 
 Features: six planes xy, xz, yz, xt, yt, zt per resolution, sampled bilinearly with
 ``grid_sample``, multiplied across planes (K-Planes / 4D-GS), concatenated over resolutions.
+
+Given the camera the loop is supervised from (the input view), the planes span that view's
+(u, v, disparity) instead of world xyz. Gaussians lifted from the photo are spread evenly in
+those coordinates; a world box from the near water to the far sky shell gives most cells to empty
+space. Position residuals are then kept perpendicular to the view's rays: the input view cannot
+see motion along them, and the side views' pseudo truth is the explicit loop, so nothing would
+constrain it (3D-MOM's motion along the rays is kept as it is).
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from backend.model.camera import Camera
 from backend.model.gaussians import Gaussians
 from backend.model.motion_field import LoopedGaussians
 
@@ -122,15 +130,29 @@ class HexPlane(nn.Module):
 class Deformation4D(nn.Module):
     """Residual position, rotation (quaternion) and log-scale of moving Gaussians at time tau."""
 
-    def __init__(self, bbox_min: Tensor, bbox_max: Tensor, n_frames: int, config: DeformConfig | None = None) -> None:
+    def __init__(self, bbox_min: Tensor, bbox_max: Tensor, n_frames: int, config: DeformConfig | None = None,
+                 view: Camera | None = None, world_extent: float | None = None) -> None:
+        """``bbox_min``/``bbox_max`` bound the field's domain: world xyz, or with ``view`` that view's
+        coordinates (``_to_view``). ``world_extent`` (default: the box's largest side), the moving
+        region's size in world units, sizes the position residuals."""
         super().__init__()
         cfg = config or DeformConfig()
         self.config = cfg
         self.n_frames = int(n_frames)
+        dev = bbox_min.device
         lo, hi = bbox_min.detach().float(), bbox_max.detach().float()
         pad = (hi - lo).clamp_min(1e-6) * cfg.margin
         self.register_buffer("lo", lo - pad)
         self.register_buffer("hi", hi + pad)
+        ext = float((hi - lo).max()) if world_extent is None else float(world_extent)
+        self.register_buffer("world_extent", torch.tensor(ext * (1 + 2 * cfg.margin), device=dev))
+        self.view = view  # the supervising camera: view coordinates and ray-perpendicular residuals
+        if view is not None:
+            self.register_buffer("view_w2c", torch.as_tensor(view.w2c[:3], dtype=torch.float32, device=dev))
+            self.register_buffer("view_K", torch.as_tensor(view.K, dtype=torch.float32, device=dev))
+            self.register_buffer("view_origin", torch.as_tensor(view.center, dtype=torch.float32, device=dev))
+        else:
+            self.view_origin = None
         tres = cfg.time_resolution or self.n_frames + 1
         self.planes = HexPlane(cfg.features, [cfg.base_resolution * m for m in cfg.multires], max(tres, 3))
         self.trunk = nn.Sequential(nn.Linear(self.planes.out_dim, cfg.hidden), nn.ReLU(),
@@ -143,21 +165,25 @@ class Deformation4D(nn.Module):
             nn.init.zeros_(h.bias)
 
     @classmethod
-    def for_loop(cls, looped: LoopedGaussians, config: DeformConfig | None = None) -> "Deformation4D":
-        """A field whose spatial domain is the bounding box of the moving Gaussians at t = 0."""
+    def for_loop(cls, looped: LoopedGaussians, config: DeformConfig | None = None,
+                 view: Camera | None = None) -> "Deformation4D":
+        """A field whose domain is the bounding box of the moving Gaussians at t = 0 (in ``view``'s
+        coordinates when one is given)."""
         x0 = looped.base.means[looped.moving_idx]
         if x0.shape[0] == 0:
             lo = hi = torch.zeros(3, device=x0.device)
-        else:
-            lo, hi = x0.min(0).values, x0.max(0).values
-        return cls(lo, hi, looped.n_frames, config).to(x0.device)
+            return cls(lo, hi, looped.n_frames, config, view, 0.0).to(x0.device)
+        extent = float((x0.max(0).values - x0.min(0).values).max())
+        y = x0 if view is None else _to_view(x0, view)
+        return cls(y.min(0).values, y.max(0).values, looped.n_frames, config, view, extent).to(x0.device)
 
     @property
     def extent(self) -> Tensor:
-        return (self.hi - self.lo).max()
+        return self.world_extent
 
     def normalise(self, x0: Tensor, tau: Tensor) -> Tensor:
-        xyz = 2.0 * (x0 - self.lo) / (self.hi - self.lo) - 1.0
+        y = x0 if self.view is None else _to_view(x0, self.view, self.view_w2c, self.view_K)
+        xyz = 2.0 * (y - self.lo) / (self.hi - self.lo) - 1.0
         t = tau / self.n_frames
         return torch.cat([xyz.clamp(-1, 1), t[:, None].clamp(-1, 1)], -1)
 
@@ -175,6 +201,17 @@ class Deformation4D(nn.Module):
         return self.planes.regularisers()
 
 
+def _to_view(x: Tensor, view: Camera, w2c: Tensor | None = None, K: Tensor | None = None) -> Tensor:
+    """World points (P, 3) as (u / W, v / H, 1 / z) in ``view`` (z clamped in front of the camera)."""
+    w2c = torch.as_tensor(view.w2c[:3], dtype=x.dtype, device=x.device) if w2c is None else w2c.to(x.dtype)
+    K = torch.as_tensor(view.K, dtype=x.dtype, device=x.device) if K is None else K.to(x.dtype)
+    pc = x @ w2c[:, :3].T + w2c[:, 3]
+    z = pc[:, 2].clamp_min(1e-6)
+    u = (K[0, 0] * pc[:, 0] + K[0, 1] * pc[:, 1]) / z + K[0, 2]
+    v = K[1, 1] * pc[:, 1] / z + K[1, 2]
+    return torch.stack([u / view.width, v / view.height, 1.0 / z], -1)
+
+
 def _canonical(looped: LoopedGaussians) -> tuple[Tensor, Tensor, Tensor]:
     """Both copies' t = 0 position, unit quaternion and log-scales (2M, ...)."""
     canon = looped.base.subset(looped.moving_idx)
@@ -182,12 +219,18 @@ def _canonical(looped: LoopedGaussians) -> tuple[Tensor, Tensor, Tensor]:
     return canon.means.repeat(2, 1), q.repeat(2, 1), canon.log_scales.repeat(2, 1)
 
 
-def _deformed_state(looped: LoopedGaussians, deform: Deformation4D, t: int) -> tuple[Tensor, Tensor, Tensor]:
+def _deformed_state(looped: LoopedGaussians, deform: Deformation4D, t: int,
+                    canonical: tuple[Tensor, Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     if not 0 <= t <= looped.n_frames:
         raise ValueError(f"frame {t} is outside the loop [0, {looped.n_frames}]")
-    x0, q0, s0 = _canonical(looped)
+    x0, q0, s0 = canonical if canonical is not None else _canonical(looped)
     dx, dq, ds = deform(x0, looped.copy_times(t))
-    return looped.means[t] + dx, q0 + dq, s0 + ds
+    x = looped.means[t]
+    if deform.view_origin is not None:  # residuals across the supervising view's rays (module doc)
+        ray = x - deform.view_origin
+        ray = ray / ray.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        dx = dx - (dx * ray).sum(-1, keepdim=True) * ray
+    return x + dx, q0 + dq, s0 + ds
 
 
 def deform_frame(looped: LoopedGaussians, deform: Deformation4D, t: int) -> Gaussians:
@@ -204,12 +247,12 @@ def deform_layers(looped: LoopedGaussians, deform: Deformation4D, t: int) -> tup
 @torch.no_grad()
 def bake(looped: LoopedGaussians, deform: Deformation4D) -> LoopedGaussians:
     """Evaluate the field at every integer frame 0..N into a plain per-frame LoopedGaussians."""
-    x0, q0, s0 = _canonical(looped)
+    canonical = _canonical(looped)
     means, quats, scales = [], [], []
     for t in range(looped.n_frames + 1):
-        dx, dq, ds = deform(x0, looped.copy_times(t))
-        means.append(looped.means[t] + dx)
-        quats.append(q0 + dq)
-        scales.append(s0 + ds)
+        x, q, sc = _deformed_state(looped, deform, t, canonical)
+        means.append(x)
+        quats.append(q)
+        scales.append(sc)
     return LoopedGaussians(looped.base, looped.n_frames, looped.moving_idx, torch.stack(means),
                            torch.stack(quats), torch.stack(scales))

@@ -2,9 +2,17 @@
 
 Stage one (the static 3D Gaussians at t = 0 over all views) happens upstream in ``train3d``;
 its result comes in as ``gaussians``. Stage two, here, fits the HexPlane deformation to videos
-from a few views: the input view's 2D loop (``loop2d``, the real training signal) and a few
-side views whose pseudo ground truth is the explicit 3D loop rendered from them. The side
-views keep the corrections consistent with the 3D motion where the input view cannot see depth.
+from a few views: at the input view the 2D loop's two copies (``loop2d.loop_copies``, the real
+training signal), each against its own render layer, and a few side views whose pseudo ground
+truth is the explicit 3D loop's layers rendered from them. The side views keep the corrections
+consistent with the 3D motion where the input view cannot see depth.
+
+Why per copy: a frame of the 2D loop blends its copies per pixel by splat density, a layered
+render blends them by the frame's weights alone, so a loss on the blended frame asks for
+distortions that fit the mix at the input view and show from every other camera. Each layer
+against its own copy is an exact target; weighted by the blend weights, it bounds the blended
+frame's error. On the synthetic evaluation (draft, 128 px, 3 scenes) it lowered masked LPIPS on
+all five paths, where the blended target had raised it on three.
 """
 from __future__ import annotations
 
@@ -22,7 +30,8 @@ from backend.infra.errors import LoopscapeError
 from backend.infra.events import EventSink, NullSink
 from backend.model.gaussians import Gaussians
 from backend.model.losses import photometric_loss, psnr
-from backend.model.motion_field import LoopedGaussians, VelocityField, loop_gaussians, render_blend
+from backend.model.motion_field import LoopedGaussians, VelocityField, loop_gaussians, loop_weights
+from backend.stages.loop2d import LoopCopies, loop_copies
 
 STAGE = "gaussians4d"
 
@@ -61,7 +70,9 @@ class Train4DReport:
     n_gaussians: int  # per frame, copies included
     n_moving: int
     loss_curve: list[float]  # total loss per iteration
-    psnr_preview: float  # input view vs the 2D loop over frames 0..N-1 (pooled MSE), explicit motion only
+    # Input view against the 2D loop's copies over frames 0..N-1: each render layer against its
+    # copy, blend-weighted, pooled MSE; "preview" is the explicit motion only.
+    psnr_preview: float
     psnr_trained: float  # the same after training
     psnr_preview_per_frame: list[float]
     psnr_trained_per_frame: list[float]
@@ -77,23 +88,31 @@ class Train4DReport:
         return asdict(self)
 
 
-def _as_frames(loop_frames: np.ndarray | Tensor, n_frames: int, device: torch.device) -> Tensor:
-    f = torch.as_tensor(np.asarray(loop_frames) if not isinstance(loop_frames, Tensor) else loop_frames)
-    if f.ndim != 4 or f.shape[-1] != 3:
-        raise LoopscapeError(f"2D loop frames have shape {tuple(f.shape)}, expected (T, H, W, 3).",
-                             "Pass the frames from loop2d.render_loop_2d.")
-    if f.shape[0] < n_frames:
-        raise LoopscapeError(f"the 2D loop has {f.shape[0]} frames but the 4D loop needs {n_frames}.",
+def _checked_copies(copies: LoopCopies, n_frames: int, device: torch.device) -> LoopCopies:
+    if not isinstance(copies, LoopCopies) or copies.forward.ndim != 4 or copies.forward.shape[-1] != 3:
+        raise LoopscapeError("the 4D training target is not the 2D loop's copies.",
+                             "Pass loop2d.loop_copies(...) of the input view's 2D loop.")
+    if copies.n_frames < n_frames:
+        raise LoopscapeError(f"the 2D loop has {copies.n_frames} frames but the 4D loop needs {n_frames}.",
                              "Render the 2D loop with the same frame count.")
-    if f.dtype == torch.uint8:
-        f = f.float() / 255.0
-    return f[:n_frames].to(device=device, dtype=torch.float32)
+    f = lambda x: x[:n_frames].to(device=device, dtype=torch.float32)  # noqa: E731
+    return LoopCopies(f(copies.forward), f(copies.backward), f(copies.forward_valid), f(copies.backward_valid))
 
 
 @torch.no_grad()
-def _input_view_errors(loop: LoopedGaussians, cam: Camera, frames: Tensor) -> list[float]:
-    """Mean squared error of every frame's input-view render against the 2D loop."""
-    return [float((loop.render(t, cam).colors.clamp(0, 1) - frames[t]).pow(2).mean()) for t in range(frames.shape[0])]
+def _input_view_errors(loop: LoopedGaussians, cam: Camera, copies: LoopCopies) -> list[float]:
+    """Per frame, the blend-weighted mean squared error of the two render layers against the 2D
+    loop's two copies at the input view."""
+    return [_layer_mse(loop.layers(t), copies, t, loop.n_frames, cam) for t in range(loop.n_frames)]
+
+
+def _layer_mse(layers: tuple[Gaussians, Gaussians], copies: LoopCopies, t: int, n: int, cam: Camera) -> float:
+    wf, wb = loop_weights(t, n)
+    err = 0.0
+    for w, layer, target in ((wf, layers[0], copies.forward[t]), (wb, layers[1], copies.backward[t])):
+        if w > 0.0:
+            err += w * float((layer.render(cam).colors.clamp(0, 1) - target).pow(2).mean())
+    return err
 
 
 def held_out_frames(n_frames: int) -> list[int]:
@@ -103,44 +122,64 @@ def held_out_frames(n_frames: int) -> list[int]:
 
 
 @torch.no_grad()
-def _held_out_error(preview: LoopedGaussians, deform: Deformation4D, cam: Camera, frames: Tensor,
+def _held_out_error(preview: LoopedGaussians, deform: Deformation4D, cam: Camera, copies: LoopCopies,
                     held: list[int]) -> float:
     n = preview.n_frames
-    errs = [float((render_blend(deform_layers(preview, deform, t), t, n, cam).colors.clamp(0, 1) - frames[t])
-                  .pow(2).mean()) for t in held]
-    return float(np.mean(errs))
+    return float(np.mean([_layer_mse(deform_layers(preview, deform, t), copies, t, n, cam) for t in held]))
 
 
 def _psnr_of(mse: float) -> float:
     return float(10.0 * np.log10(1.0 / max(mse, 1e-12)))
 
 
+# (forward, backward) targets of one step, and their per-pixel weights (None: every pixel counts)
+_Targets = tuple[tuple[Tensor, Tensor], tuple[Tensor | None, Tensor | None]]
+
+
 @dataclass
 class _TrainingSamples:
-    """Where each step looks: the input view at a trained frame (its 2D loop is the target), or a
-    side view at any frame 1..N-1 (the explicit loop rendered there, made on first use)."""
+    """Where each step looks: the input view at a trained frame, or a side view at any frame
+    1..N-1. Targets come per render layer (forward, backward): at the input view the 2D loop's
+    copies, with their holes (filled, not observed) left out; at a side view the explicit loop's
+    layers rendered there (made on first use)."""
 
     preview: LoopedGaussians
     cam_in: Camera
-    frames: Tensor
+    copies: LoopCopies
     side_cameras: list[Camera]
     train_frames: list[int]
     p_input_view: float
     gen: torch.Generator
-    side_cache: dict[tuple[int, int], Tensor] = field(default_factory=dict)
+    side_cache: dict[tuple[int, int], tuple[Tensor, Tensor]] = field(default_factory=dict)
 
-    def draw(self) -> tuple[int, Camera, Tensor]:
+    def draw(self) -> tuple[int, Camera, _Targets]:
         n = self.preview.n_frames
         # Frame 0 carries no residual (the gate is zero there), so sample frames 1 .. N-1.
         t = int(torch.randint(1, n, (1,), generator=self.gen))
         if not self.side_cameras or float(torch.rand(1, generator=self.gen)) < self.p_input_view:
             t = self.train_frames[int(torch.randint(0, len(self.train_frames), (1,), generator=self.gen))]
-            return t, self.cam_in, self.frames[t]
+            c = self.copies
+            return t, self.cam_in, ((c.forward[t], c.backward[t]), (c.forward_valid[t], c.backward_valid[t]))
         v = int(torch.randint(0, len(self.side_cameras), (1,), generator=self.gen))
         if (v, t) not in self.side_cache:
             with torch.no_grad():
-                self.side_cache[(v, t)] = self.preview.render(t, self.side_cameras[v]).colors.clamp(0, 1)
-        return t, self.side_cameras[v], self.side_cache[(v, t)]
+                cam = self.side_cameras[v]
+                fwd, bwd = self.preview.layers(t)
+                self.side_cache[(v, t)] = (fwd.render(cam).colors.clamp(0, 1), bwd.render(cam).colors.clamp(0, 1))
+        return t, self.side_cameras[v], (self.side_cache[(v, t)], (None, None))
+
+
+def _layer_loss(layers: tuple[Gaussians, Gaussians], targets: _Targets, t: int, n: int, cam: Camera,
+                lambda_dssim: float) -> Tensor:
+    """Each layer against its own target, weighted by its share of the blend (by convexity a bound
+    on the blended frame's error against the blend of the targets)."""
+    wf, wb = loop_weights(t, n)
+    (tf, tb), (vf, vb) = targets
+    loss = torch.zeros((), device=tf.device)
+    for w, layer, target, valid in ((wf, layers[0], tf, vf), (wb, layers[1], tb, vb)):
+        if w > 0.0:
+            loss = loss + w * photometric_loss(layer.render(cam).colors, target, valid, lambda_dssim=lambda_dssim)
+    return loss
 
 
 @dataclass
@@ -177,10 +216,9 @@ def _optimise(deform: Deformation4D, preview: LoopedGaussians, samples: _Trainin
     for it in range(iters):
         for g, lr in zip(opt.param_groups, base_lrs):
             g["lr"] = lr * cfg.lr_factor(it, iters)
-        t, cam, target = samples.draw()
-        render = render_blend(deform_layers(preview, deform, t), t, n, cam).colors
+        t, cam, targets = samples.draw()
         reg = deform.regularisers()
-        loss = (photometric_loss(render, target, lambda_dssim=cfg.lambda_dssim)
+        loss = (_layer_loss(deform_layers(preview, deform, t), targets, t, n, cam, cfg.lambda_dssim)
                 + cfg.w_tv * reg["tv"] + cfg.w_time_smooth * reg["time_smooth"] + cfg.w_time_l1 * reg["time_l1"])
         opt.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):  # one bad sample must not poison Adam's moments
@@ -191,7 +229,7 @@ def _optimise(deform: Deformation4D, preview: LoopedGaussians, samples: _Trainin
         opt.step()
         losses.append(float(loss.detach()))
         if (it + 1) % check_every == 0 or it + 1 == iters:
-            best.offer(deform, _held_out_error(preview, deform, samples.cam_in, samples.frames, best.held), it + 1)
+            best.offer(deform, _held_out_error(preview, deform, samples.cam_in, samples.copies, best.held), it + 1)
             if it + 1 - best.iteration >= cfg.patience and it + 1 < iters:
                 events.log(f"4D training stopped at step {it + 1} of {iters}: no held-out improvement since "
                            f"step {best.iteration}", stage=STAGE)
@@ -207,7 +245,7 @@ def train_4d(
     velocity_map: np.ndarray | Tensor | VelocityField,
     input_camera: Camera,
     side_cameras: list[Camera],
-    loop_frames: np.ndarray | Tensor,
+    copies: LoopCopies,
     n_frames: int,
     iters: int,
     device: str | torch.device = "cpu",
@@ -220,16 +258,16 @@ def train_4d(
     """Fit the deformation residuals; returns the baked per-frame loop and a report.
 
     ``velocity_map`` is the 3D motion as an (H, W, 3) map over the input view (world units per
-    frame, zero outside ``mask``) or a ready :class:`VelocityField`. ``loop_frames`` (T >= N,
-    H, W, 3) is the input view's 2D loop; the input camera is rescaled to its size. The result is
-    never worse at the input view than the explicit loop it starts from.
+    frame, zero outside ``mask``) or a ready :class:`VelocityField`. ``copies`` (N' >= N frames)
+    are the input view's 2D loop copies (``loop2d.loop_copies``); the input camera is rescaled to
+    their size. The result is never worse at the input view than the explicit loop it starts from.
     """
     events = events or NullSink()
     cfg = config or Train4DConfig()
     dev = torch.device(device)
     t_start = time.perf_counter()
-    frames = _as_frames(loop_frames, n_frames, dev)
-    H, W = int(frames.shape[1]), int(frames.shape[2])
+    copies = _checked_copies(copies, n_frames, dev)
+    H, W = int(copies.forward.shape[1]), int(copies.forward.shape[2])
     cam_in = input_camera if (input_camera.width, input_camera.height) == (W, H) else input_camera.scaled(W, H)
     field_ = velocity_map if isinstance(velocity_map, VelocityField) else VelocityField(velocity_map, input_camera, mask, dev)
 
@@ -239,14 +277,14 @@ def train_4d(
                              "Paint a motion mask over the water, clouds or smoke.")
     gen = seeded_generator(seed)  # CPU: frame and view choices are host decisions, the same on every device
     torch.manual_seed(seed)
-    deform = Deformation4D.for_loop(preview, cfg.deform)
+    deform = Deformation4D.for_loop(preview, cfg.deform, view=cam_in)
     held = held_out_frames(n_frames)
-    samples = _TrainingSamples(preview, cam_in, frames, side_cameras,
+    samples = _TrainingSamples(preview, cam_in, copies, side_cameras,
                                [t for t in range(1, n_frames) if t not in held] or list(range(1, n_frames)),
                                cfg.p_input_view, gen)
 
     events.progress(STAGE, 0.0, message="rendering the preview loop at the input view")
-    mse_before = _input_view_errors(preview, cam_in, frames)
+    mse_before = _input_view_errors(preview, cam_in, copies)
     best = _KeepBest(held, float(np.mean([mse_before[t] for t in held])),
                      {k: v.detach().clone() for k, v in deform.state_dict().items()})
     t_loop = time.perf_counter()
@@ -258,7 +296,7 @@ def train_4d(
 
     deform.load_state_dict(best.state)
     result, kept, best_iter = bake(preview, deform), "trained", best.iteration
-    mse_after = _input_view_errors(result, cam_in, frames)
+    mse_after = _input_view_errors(result, cam_in, copies)
     if best_iter == 0 or not np.isfinite(np.mean(mse_after)) or np.mean(mse_after) > np.mean(mse_before):
         # Never end worse than the start: the explicit loop is a complete, valid result.
         events.warning("4D training did not improve on the explicit loop at the input view; the explicit loop is kept.")
@@ -286,7 +324,7 @@ INPUTS = ("image", "gaussians3d", "multiview", "mom3d", "loop2d", "mask")
 BACKDROP_PUSH = 1.15  # backdrop depth factor: behind the moving layer, beyond its depth spread
 
 
-RECIPE = "keep-best-2"  # bump when training changes, so cached trained loops are not reused
+RECIPE = "per-copy-1"  # bump when training changes, so cached trained loops are not reused
 
 
 @dataclass
@@ -315,7 +353,8 @@ def run(ctx, image, gaussians3d, multiview, mom3d, loop2d, mask) -> Loop4D:
         return Loop4D(loop_gaussians(g, field_, ctx.job.frames), None)
     cams = multiview.cameras
     side = [c for i, c in enumerate(cams) if i != 0][:: max(1, (len(cams) - 1) // 4)][:4]
-    loop, rep = train_4d(g, field_, cam, side, loop2d.frames, ctx.job.frames, ctx.preset.iters_4d, ctx.device,
+    copies = loop_copies(image.rgb, loop2d, mask, ctx.device)
+    loop, rep = train_4d(g, field_, cam, side, copies, ctx.job.frames, ctx.preset.iters_4d, ctx.device,
                          ctx.events, mask=mask, seed=ctx.job.seed)
     return Loop4D(loop.to("cpu"), rep)
 

@@ -114,6 +114,49 @@ def render_loop_2d(rgb: np.ndarray, flow: np.ndarray, n_frames: int, mask: np.nd
     return Loop2D(frames=frames, forward=fwd.cpu().numpy(), backward=bwd.cpu().numpy())
 
 
+@dataclass
+class LoopCopies:
+    """The loop's two copies on their own at the input view, frames t = 0 .. N-1: what the forward
+    and the backward render layer of the 3D loop should each show there. The blended loop frame
+    mixes them per pixel by splat density, which a layered render cannot reproduce, and a loss on
+    the blend cannot say which copy is wrong where."""
+
+    forward: torch.Tensor  # (N, H, W, 3) the still image splatted along D_t alone, normalised alone
+    backward: torch.Tensor  # (N, H, W, 3) along the backward displacement D_{N-t}
+    forward_valid: torch.Tensor  # (N, H, W) 0 at masked pixels no splat reached (filled, not observed)
+    backward_valid: torch.Tensor
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.forward.shape[0])
+
+
+def loop_copies(rgb: np.ndarray, loop: Loop2D, mask: np.ndarray, device: str | torch.device = "cpu") -> LoopCopies:
+    """Each copy of ``loop`` (made from ``rgb`` and ``mask``) splatted alone; holes show the still image."""
+    dev = torch.device(device)
+    img = torch.as_tensor(np.asarray(rgb, np.float32), device=dev)
+    H, W = img.shape[:2]
+    n = len(loop.frames)
+    mt = torch.as_tensor(np.asarray(mask, bool), device=dev).reshape(-1)
+    src = img.reshape(-1, 3)[mt]
+    ys, xs = _pixel_centres(H, W, dev)
+    base = torch.stack([xs, ys], dim=-1).reshape(-1, 2)[mt]
+    still = img.reshape(-1, 3)
+    fwd = torch.as_tensor(loop.forward, device=dev)
+    bwd = torch.as_tensor(loop.backward, device=dev)
+    colours = torch.empty((2, n, H, W, 3), dtype=torch.float32, device=dev)
+    valid = torch.empty((2, n, H, W), dtype=torch.float32, device=dev)
+    for t in range(n):
+        for c, disp in enumerate((fwd[t], bwd[n - t])):
+            acc = torch.zeros((H * W, 3), device=dev)
+            wsum = torch.zeros(H * W, device=dev)
+            _splat(acc, wsum, src, base + disp.reshape(-1, 2)[mt], 1.0, W, H)
+            filled = (wsum > HOLE_WEIGHT) & mt
+            colours[c, t] = torch.where(filled[:, None], acc / wsum.clamp(min=HOLE_WEIGHT)[:, None], still).reshape(H, W, 3)
+            valid[c, t] = (filled | ~mt).float().reshape(H, W)
+    return LoopCopies(colours[0], colours[1], valid[0], valid[1])
+
+
 # ----------------------------------------------------------------------------- the stage
 
 INPUTS = ("image", "flows", "mask")
