@@ -1,5 +1,7 @@
 """4D training on a tiny scene: the loss falls, each render layer matches its 2D loop copy better
 than the preview does, the loop closes in 3D and static Gaussians never move."""
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -38,9 +40,16 @@ def make_scene():
         w = cv2.remap(photo, (xs - shift).astype(np.float32), ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         return torch.as_tensor(np.where(mask[..., None], w, photo), dtype=torch.float32)
 
+    def shift(dx):  # the copies' displacement fields: dx px along x inside the mask
+        d = torch.zeros((N, H, W, 2))
+        d[..., 0] = torch.as_tensor(dx, dtype=torch.float32)[:, None, None] * torch.as_tensor(mask)
+        return d
+
     fwd = torch.stack([warp(t * U_TRUE) for t in range(N)])
     bwd = torch.stack([warp(-(N - t) * U_TRUE) for t in range(N)])
-    copies = LoopCopies(fwd, bwd, torch.ones(fwd.shape[:3]), torch.ones(bwd.shape[:3]))
+    steps = np.arange(N)
+    copies = LoopCopies(fwd, bwd, torch.ones(fwd.shape[:3]), torch.ones(bwd.shape[:3]),
+                        shift(steps * U_TRUE), shift(-(N - steps) * U_TRUE))
     side = [cam.with_pose(np.array([[1, 0, 0, dx], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])) for dx in (0.12, -0.12)]
     return g, vel, mask, cam, side, copies
 
@@ -83,7 +92,7 @@ def test_training_beats_the_preview_and_the_loop_closes(one_thread):
 
 def test_bad_inputs_raise_user_errors():
     g, vel, mask, cam, side, frames = make_scene()
-    short = LoopCopies(frames.forward[:3], frames.backward[:3], frames.forward_valid[:3], frames.backward_valid[:3])
+    short = LoopCopies(*(getattr(frames, f.name)[:3] for f in dataclasses.fields(LoopCopies)))
     with pytest.raises(LoopscapeError, match="frames"):
         train_4d(g, vel, cam, side, short, N, 1, mask=mask)
     with pytest.raises(LoopscapeError, match="copies"):

@@ -219,8 +219,10 @@ def _canonical(looped: LoopedGaussians) -> tuple[Tensor, Tensor, Tensor]:
     return canon.means.repeat(2, 1), q.repeat(2, 1), canon.log_scales.repeat(2, 1)
 
 
-def _deformed_state(looped: LoopedGaussians, deform: Deformation4D, t: int,
-                    canonical: tuple[Tensor, Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def deformed_state(looped: LoopedGaussians, deform: Deformation4D, t: int,
+                   canonical: tuple[Tensor, Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """The 2M moving copies at integer frame t in [0, N] with the learnt residuals: (means, unit-ish
+    quaternions, log-scales), forward copies first (differentiable)."""
     if not 0 <= t <= looped.n_frames:
         raise ValueError(f"frame {t} is outside the loop [0, {looped.n_frames}]")
     x0, q0, s0 = canonical if canonical is not None else _canonical(looped)
@@ -236,12 +238,12 @@ def _deformed_state(looped: LoopedGaussians, deform: Deformation4D, t: int,
 def deform_frame(looped: LoopedGaussians, deform: Deformation4D, t: int) -> Gaussians:
     """Integer frame t in [0, N] of ``looped`` with the learnt residuals on its moving copies, as one
     exported set (differentiable)."""
-    return looped.assemble(t, *_deformed_state(looped, deform, t))
+    return looped.assemble(t, *deformed_state(looped, deform, t))
 
 
 def deform_layers(looped: LoopedGaussians, deform: Deformation4D, t: int) -> tuple[Gaussians, Gaussians]:
     """The (forward, backward) render layers of frame t in [0, N] with the learnt residuals (differentiable)."""
-    return looped.layers_from(*_deformed_state(looped, deform, t))
+    return looped.layers_from(*deformed_state(looped, deform, t))
 
 
 @torch.no_grad()
@@ -250,7 +252,7 @@ def bake(looped: LoopedGaussians, deform: Deformation4D) -> LoopedGaussians:
     canonical = _canonical(looped)
     means, quats, scales = [], [], []
     for t in range(looped.n_frames + 1):
-        x, q, sc = _deformed_state(looped, deform, t, canonical)
+        x, q, sc = deformed_state(looped, deform, t, canonical)
         means.append(x)
         quats.append(q)
         scales.append(sc)

@@ -125,6 +125,9 @@ class LoopCopies:
     backward: torch.Tensor  # (N, H, W, 3) along the backward displacement D_{N-t}
     forward_valid: torch.Tensor  # (N, H, W) 0 at masked pixels no splat reached (filled, not observed)
     backward_valid: torch.Tensor
+    # (N, H, W, 2) where each pixel of the still image is at frame t in each copy: D_t and D_{N-t}
+    forward_displacement: torch.Tensor
+    backward_displacement: torch.Tensor
 
     @property
     def n_frames(self) -> int:
@@ -154,7 +157,8 @@ def loop_copies(rgb: np.ndarray, loop: Loop2D, mask: np.ndarray, device: str | t
             filled = (wsum > HOLE_WEIGHT) & mt
             colours[c, t] = torch.where(filled[:, None], acc / wsum.clamp(min=HOLE_WEIGHT)[:, None], still).reshape(H, W, 3)
             valid[c, t] = (filled | ~mt).float().reshape(H, W)
-    return LoopCopies(colours[0], colours[1], valid[0], valid[1])
+    steps = torch.arange(n, device=dev)
+    return LoopCopies(colours[0], colours[1], valid[0], valid[1], fwd[steps], bwd[n - steps])
 
 
 # ----------------------------------------------------------------------------- the stage
