@@ -201,15 +201,23 @@ class Deformation4D(nn.Module):
         return self.planes.regularisers()
 
 
-def _to_view(x: Tensor, view: Camera, w2c: Tensor | None = None, K: Tensor | None = None) -> Tensor:
-    """World points (P, 3) as (u / W, v / H, 1 / z) in ``view`` (z clamped in front of the camera)."""
+def view_pixels(x: Tensor, view: Camera, w2c: Tensor | None = None, K: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Pixel coordinates (P, 2) of world points (P, 3) in ``view`` and their camera z (P,);
+    ``w2c`` (3x4) and ``K`` may be passed as tensors already on the points' device."""
     w2c = torch.as_tensor(view.w2c[:3], dtype=x.dtype, device=x.device) if w2c is None else w2c.to(x.dtype)
     K = torch.as_tensor(view.K, dtype=x.dtype, device=x.device) if K is None else K.to(x.dtype)
     pc = x @ w2c[:, :3].T + w2c[:, 3]
-    z = pc[:, 2].clamp_min(1e-6)
-    u = (K[0, 0] * pc[:, 0] + K[0, 1] * pc[:, 1]) / z + K[0, 2]
-    v = K[1, 1] * pc[:, 1] / z + K[1, 2]
-    return torch.stack([u / view.width, v / view.height, 1.0 / z], -1)
+    z = pc[:, 2]
+    zs = z.clamp_min(1e-6)
+    u = (K[0, 0] * pc[:, 0] + K[0, 1] * pc[:, 1]) / zs + K[0, 2]
+    v = K[1, 1] * pc[:, 1] / zs + K[1, 2]
+    return torch.stack([u, v], -1), z
+
+
+def _to_view(x: Tensor, view: Camera, w2c: Tensor | None = None, K: Tensor | None = None) -> Tensor:
+    """World points (P, 3) as (u / W, v / H, 1 / z) in ``view`` (z clamped in front of the camera)."""
+    uv, z = view_pixels(x, view, w2c, K)
+    return torch.stack([uv[:, 0] / view.width, uv[:, 1] / view.height, 1.0 / z.clamp_min(1e-6)], -1)
 
 
 def _canonical(looped: LoopedGaussians) -> tuple[Tensor, Tensor, Tensor]:

@@ -17,14 +17,14 @@ all five paths, where the blended target had raised it on three.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from backend.model.camera import Camera
-from backend.model.deform4d import DeformConfig, Deformation4D, bake, deform_layers, deformed_state
+from backend.model.deform4d import DeformConfig, Deformation4D, bake, deform_layers, deformed_state, view_pixels
 from backend.infra.device import seeded_generator
 from backend.infra.errors import LoopscapeError
 from backend.infra.events import EventSink, NullSink
@@ -99,9 +99,8 @@ def _checked_copies(copies: LoopCopies, n_frames: int, device: torch.device) -> 
     if copies.n_frames < n_frames:
         raise LoopscapeError(f"the 2D loop has {copies.n_frames} frames but the 4D loop needs {n_frames}.",
                              "Render the 2D loop with the same frame count.")
-    f = lambda x: x[:n_frames].to(device=device, dtype=torch.float32)  # noqa: E731
-    return LoopCopies(f(copies.forward), f(copies.backward), f(copies.forward_valid), f(copies.backward_valid),
-                      f(copies.forward_displacement), f(copies.backward_displacement))
+    return LoopCopies(*(getattr(copies, f.name)[:n_frames].to(device=device, dtype=torch.float32)
+                        for f in fields(LoopCopies)))
 
 
 @dataclass
@@ -116,7 +115,8 @@ class _Trajectories:
 
     @classmethod
     def of(cls, preview: LoopedGaussians, cam: Camera, copies: LoopCopies) -> "_Trajectories":
-        uv, front = _project(preview.base.means[preview.moving_idx], cam)
+        uv, z = view_pixels(preview.base.means[preview.moving_idx], cam)
+        front = z > 1e-6
         W, H = cam.width, cam.height
         valid = front & (uv[:, 0] >= 0) & (uv[:, 0] <= W) & (uv[:, 1] >= 0) & (uv[:, 1] <= H)
         grid = torch.stack([2 * uv[:, 0] / W - 1, 2 * uv[:, 1] / H - 1], -1).view(1, 1, -1, 2)
@@ -130,19 +130,10 @@ class _Trajectories:
         return cls(cam, target.detach(), torch.cat([valid, valid]), 256.0 / max(W, H))
 
     def error(self, means: Tensor, t: int) -> Tensor:
-        uv, _ = _project(means, self.cam)
+        if not bool(self.valid.any()):  # every moving copy starts off the image: nothing to hold
+            return means.new_zeros(())
+        uv, _ = view_pixels(means, self.cam)
         return (uv - self.target[t]).abs().sum(-1)[self.valid].mean() * self.scale
-
-
-def _project(x: Tensor, cam: Camera) -> tuple[Tensor, Tensor]:
-    """Pixel coordinates (P, 2) of world points in ``cam`` and whether they are in front of it."""
-    w2c = torch.as_tensor(cam.w2c, dtype=x.dtype, device=x.device)
-    K = torch.as_tensor(cam.K, dtype=x.dtype, device=x.device)
-    pc = x @ w2c[:3, :3].T + w2c[:3, 3]
-    z = pc[:, 2].clamp_min(1e-6)
-    u = (K[0, 0] * pc[:, 0] + K[0, 1] * pc[:, 1]) / z + K[0, 2]
-    v = K[1, 1] * pc[:, 1] / z + K[1, 2]
-    return torch.stack([u, v], -1), pc[:, 2] > 1e-6
 
 
 @torch.no_grad()
