@@ -110,3 +110,5 @@ def test_copies_are_the_two_splats_alone_and_mark_their_holes() -> None:
         blend = (1 - t / N) * fwd[t][:, both] + (t / N) * bwd[t][:, both]
         np.testing.assert_allclose(loop.frames[t][:, both], blend, atol=1e-5)
     np.testing.assert_allclose(fwd[0], rgb, atol=1e-6)
+    with_end = loop_copies(rgb, render_loop_2d(rgb, flow, N, mask=mask, include_end=True), mask)
+    assert with_end.n_frames == N  # frame N (= frame 0) is not a copy frame

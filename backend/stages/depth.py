@@ -440,8 +440,8 @@ def sky_score(rgb: np.ndarray, iterations: int = 3, jump_cost: float = 1.5) -> t
     """Per-pixel sky evidence (positive = sky) and the skyline b(x) found with it.
 
     Colour models start from the smooth, lighter part of the top band (sky) and the rest of the
-    frame (ground) and are re-estimated from the current skyline a few times (a small GrabCut-like loop); texture and
-    height in the frame are fixed cues.
+    frame (ground) and are re-estimated from the current skyline a few times (a small GrabCut-like
+    loop); texture and height in the frame are fixed cues.
     """
     h, w = rgb.shape[:2]
     lab = cv2.cvtColor(np.clip(rgb, 0, 1).astype(np.float32), cv2.COLOR_RGB2LAB)  # L 0..100, a/b ~ +-100

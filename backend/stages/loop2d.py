@@ -135,11 +135,12 @@ class LoopCopies:
 
 
 def loop_copies(rgb: np.ndarray, loop: Loop2D, mask: np.ndarray, device: str | torch.device = "cpu") -> LoopCopies:
-    """Each copy of ``loop`` (made from ``rgb`` and ``mask``) splatted alone; holes show the still image."""
+    """Each copy of ``loop`` (made from ``rgb`` and ``mask``) splatted alone for t = 0 .. N-1; holes
+    show the still image."""
     dev = torch.device(device)
     img = torch.as_tensor(np.asarray(rgb, np.float32), device=dev)
     H, W = img.shape[:2]
-    n = len(loop.frames)
+    n = loop.forward.shape[0] - 1  # N: the loop's length, whether or not its frames include frame N
     mt = torch.as_tensor(np.asarray(mask, bool), device=dev).reshape(-1)
     src = img.reshape(-1, 3)[mt]
     ys, xs = _pixel_centres(H, W, dev)
