@@ -11,8 +11,8 @@ Why per copy: a frame of the 2D loop blends its copies per pixel by splat densit
 render blends them by the frame's weights alone, so a loss on the blended frame asks for
 distortions that fit the mix at the input view and show from every other camera. Each layer
 against its own copy is an exact target; weighted by the blend weights, it bounds the blended
-frame's error. On the synthetic evaluation (draft, 128 px, 3 scenes) it lowered masked LPIPS on
-all five paths, where the blended target had raised it on three.
+frame's error. On the synthetic evaluation (128 px, 3 scenes) draft's masked LPIPS is below
+preview's on all five paths; with the blended target it was above on three.
 """
 from __future__ import annotations
 
