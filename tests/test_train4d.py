@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from backend.model.camera import Camera, intrinsics_from_fov
-from backend.model.deform4d import view_pixels
+from backend.model.camera import Camera, intrinsics_from_fov, project_points
 from backend.infra.errors import LoopscapeError
 from backend.model.gaussians import from_points
 from backend.stages.lift import lift_to_points
@@ -81,9 +80,9 @@ def test_training_beats_the_preview_and_the_loop_closes(one_thread):
     assert rep.loop_closure_psnr >= 40.0  # frame N renders like frame 0
     # the forward copies now travel as the 2D loop's displacements say (the explicit motion: half as far)
     m = result.n_moving
-    u0, _ = view_pixels(result.means[0, :m], cam)
+    u0, _ = project_points(result.means[0, :m], cam)
     t = N - 2
-    ut, _ = view_pixels(result.means[t, :m], cam)
+    ut, _ = project_points(result.means[t, :m], cam)
     assert abs(float((ut - u0)[:, 0].mean()) - t * U_TRUE) < 0.06 * t * U_TRUE  # 9% off without the trajectory term
     assert any(e["event"] == "progress" and e["fraction"] == 1.0 for e in events)
 

@@ -64,6 +64,22 @@ class Camera:
         return cls(np.array(d["K"]), int(d["width"]), int(d["height"]), np.array(d.get("w2c", np.eye(4))))
 
 
+def project_points(x, camera: Camera, w2c=None, K=None):
+    """:meth:`Camera.project` for torch points (P, 3): pixel coordinates (P, 2) and camera z (P,).
+
+    ``w2c`` (3x4 or 4x4) and ``K`` may be given as tensors already on the points' device; depths
+    below 1e-6 (behind the camera) are clamped there, so callers mask them with ``z``."""
+    import torch  # here, so that numpy-only users of cameras never import torch
+
+    w2c = torch.as_tensor(camera.w2c, device=x.device) if w2c is None else w2c
+    K = torch.as_tensor(camera.K, device=x.device) if K is None else K
+    w2c, K = w2c.to(x.dtype), K.to(x.dtype)
+    pc = x @ w2c[:3, :3].T + w2c[:3, 3]
+    z = pc[:, 2]
+    uv = (pc[:, :2] / z.clamp_min(1e-6)[:, None]) @ K[:2, :2].T + K[:2, 2]
+    return uv, z
+
+
 def intrinsics_from_fov(width: int, height: int, fov_deg: float = DEFAULT_FOV_DEG, axis: str = "long") -> np.ndarray:
     """K for square pixels with the given field of view along ``axis`` (long|horizontal|vertical)."""
     if not (0.0 < fov_deg < 179.0):

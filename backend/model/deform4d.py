@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from backend.model.camera import Camera
+from backend.model.camera import Camera, project_points
 from backend.model.gaussians import Gaussians
 from backend.model.motion_field import LoopedGaussians
 
@@ -201,22 +201,9 @@ class Deformation4D(nn.Module):
         return self.planes.regularisers()
 
 
-def view_pixels(x: Tensor, view: Camera, w2c: Tensor | None = None, K: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Pixel coordinates (P, 2) of world points (P, 3) in ``view`` and their camera z (P,);
-    ``w2c`` (3x4) and ``K`` may be passed as tensors already on the points' device."""
-    w2c = torch.as_tensor(view.w2c[:3], dtype=x.dtype, device=x.device) if w2c is None else w2c.to(x.dtype)
-    K = torch.as_tensor(view.K, dtype=x.dtype, device=x.device) if K is None else K.to(x.dtype)
-    pc = x @ w2c[:, :3].T + w2c[:, 3]
-    z = pc[:, 2]
-    zs = z.clamp_min(1e-6)
-    u = (K[0, 0] * pc[:, 0] + K[0, 1] * pc[:, 1]) / zs + K[0, 2]
-    v = K[1, 1] * pc[:, 1] / zs + K[1, 2]
-    return torch.stack([u, v], -1), z
-
-
 def _to_view(x: Tensor, view: Camera, w2c: Tensor | None = None, K: Tensor | None = None) -> Tensor:
     """World points (P, 3) as (u / W, v / H, 1 / z) in ``view`` (z clamped in front of the camera)."""
-    uv, z = view_pixels(x, view, w2c, K)
+    uv, z = project_points(x, view, w2c, K)
     return torch.stack([uv[:, 0] / view.width, uv[:, 1] / view.height, 1.0 / z.clamp_min(1e-6)], -1)
 
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from backend.model.camera import Camera
+from backend.model.camera import Camera, project_points
 from backend.infra.errors import LoopscapeError
 from backend.model.gaussians import Gaussians
 from backend.render.rasterize import RenderOutput
@@ -77,17 +77,12 @@ class VelocityField:
     def __call__(self, x: Tensor) -> Tensor:
         """Velocity (N, 3) at world points x (N, 3); zero behind the camera and outside the image."""
         dt = x.dtype
-        pc = x @ self._w2c[:3, :3].T.to(dt) + self._w2c[:3, 3].to(dt)
-        z = pc[:, 2]
+        uv, z = project_points(x, self.camera, self._w2c, self._K)
         front = z > 1e-6
-        zs = torch.where(front, z, torch.ones_like(z))
-        K = self._K.to(dt)
-        u = K[0, 0] * pc[:, 0] / zs + K[0, 1] * pc[:, 1] / zs + K[0, 2]
-        v = K[1, 1] * pc[:, 1] / zs + K[1, 2]
         # Pixel centres sit at +0.5, so with align_corners=False the image spans [-1, 1] exactly,
         # whatever the map's resolution relative to the camera's.
-        gx = 2.0 * u / self.camera.width - 1.0
-        gy = 2.0 * v / self.camera.height - 1.0
+        gx = 2.0 * uv[:, 0] / self.camera.width - 1.0
+        gy = 2.0 * uv[:, 1] / self.camera.height - 1.0
         grid = torch.stack([gx, gy], -1).view(1, 1, -1, 2).to(self._grid.dtype)
         vel = F.grid_sample(self._grid, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         vel = vel[0, :, 0].T.to(dt)  # (N, 3)

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, fields
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from backend.model.camera import Camera
-from backend.model.deform4d import DeformConfig, Deformation4D, bake, deform_layers, deformed_state, view_pixels
+from backend.model.camera import Camera, project_points
+from backend.model.deform4d import DeformConfig, Deformation4D, bake, deform_layers, deformed_state
 from backend.infra.device import seeded_generator
 from backend.infra.errors import LoopscapeError
 from backend.infra.events import EventSink, NullSink
@@ -115,7 +116,7 @@ class _Trajectories:
 
     @classmethod
     def of(cls, preview: LoopedGaussians, cam: Camera, copies: LoopCopies) -> "_Trajectories":
-        uv, z = view_pixels(preview.base.means[preview.moving_idx], cam)
+        uv, z = project_points(preview.base.means[preview.moving_idx], cam)
         front = z > 1e-6
         W, H = cam.width, cam.height
         valid = front & (uv[:, 0] >= 0) & (uv[:, 0] <= W) & (uv[:, 1] >= 0) & (uv[:, 1] <= H)
@@ -132,7 +133,7 @@ class _Trajectories:
     def error(self, means: Tensor, t: int) -> Tensor:
         if not bool(self.valid.any()):  # every moving copy starts off the image: nothing to hold
             return means.new_zeros(())
-        uv, _ = view_pixels(means, self.cam)
+        uv, _ = project_points(means, self.cam)
         return (uv - self.target[t]).abs().sum(-1)[self.valid].mean() * self.scale
 
 
@@ -144,12 +145,8 @@ def _input_view_errors(loop: LoopedGaussians, cam: Camera, copies: LoopCopies) -
 
 
 def _layer_mse(layers: tuple[Gaussians, Gaussians], copies: LoopCopies, t: int, n: int, cam: Camera) -> float:
-    wf, wb = loop_weights(t, n)
-    err = 0.0
-    for w, layer, target in ((wf, layers[0], copies.forward[t]), (wb, layers[1], copies.backward[t])):
-        if w > 0.0:
-            err += w * float((layer.render(cam).colors.clamp(0, 1) - target).pow(2).mean())
-    return err
+    targets = ((copies.forward[t], copies.backward[t]), (None, None))
+    return float(_per_layer(layers, targets, t, n, cam, lambda r, target, _: (r.clamp(0, 1) - target).pow(2).mean()))
 
 
 def held_out_frames(n_frames: int) -> list[int]:
@@ -207,17 +204,24 @@ class _TrainingSamples:
         return t, self.side_cameras[v], (self.side_cache[(v, t)], (None, None))
 
 
+def _per_layer(layers: tuple[Gaussians, Gaussians], targets: _Targets, t: int, n: int, cam: Camera,
+               error: Callable[[Tensor, Tensor, Tensor | None], Tensor]) -> Tensor:
+    """Sum over the two layers of blend weight x ``error(render, target, pixel weights)``; a layer
+    with no weight is not rendered."""
+    (tf, tb), (vf, vb) = targets
+    total = torch.zeros((), device=tf.device)
+    for w, layer, target, valid in zip(loop_weights(t, n), layers, (tf, tb), (vf, vb)):
+        if w > 0.0:
+            total = total + w * error(layer.render(cam).colors, target, valid)
+    return total
+
+
 def _layer_loss(layers: tuple[Gaussians, Gaussians], targets: _Targets, t: int, n: int, cam: Camera,
                 lambda_dssim: float) -> Tensor:
     """Each layer against its own target, weighted by its share of the blend (by convexity a bound
     on the blended frame's error against the blend of the targets)."""
-    wf, wb = loop_weights(t, n)
-    (tf, tb), (vf, vb) = targets
-    loss = torch.zeros((), device=tf.device)
-    for w, layer, target, valid in ((wf, layers[0], tf, vf), (wb, layers[1], tb, vb)):
-        if w > 0.0:
-            loss = loss + w * photometric_loss(layer.render(cam).colors, target, valid, lambda_dssim=lambda_dssim)
-    return loss
+    return _per_layer(layers, targets, t, n, cam,
+                      lambda r, target, valid: photometric_loss(r, target, valid, lambda_dssim=lambda_dssim))
 
 
 @dataclass
