@@ -8,10 +8,13 @@ Read it top to bottom: ``STAGES`` is the pipeline. Each stage is one module unde
 - ``run(ctx, **inputs)``: the work, returning the stage's artifact;
 - optionally ``params(ctx)``: the job and preset values it reads, ``CACHED = True`` when its
   artifact is worth keeping in the work folder (or ``cached(ctx)`` when that depends on the
-  preset), and ``report(artifact)``: its result.json metrics.
+  preset), ``report(artifact)``: its result.json metrics, and ``KEY_BY_CONTENT = True`` when
+  its dependants should key on what it made rather than on what it read (below).
 
 Cache keys are derived, never written by hand: a stage's key hashes its name, its params and
-its inputs' keys, and the ``load`` artifacts are keyed by their content.
+its inputs' keys, and the ``load`` artifacts are keyed by their content. So are the artifacts of
+a ``KEY_BY_CONTENT`` stage: depth reads the motion (the offline prior takes its horizon from
+it), and new arrows that leave the depth as it was must not retrain the 3D Gaussians.
 
 Every output is first written into a private staging folder inside OUT. Only when every stage
 has succeeded are the files swapped into OUT (``io/publish.py``), ``result.json`` last; a failed
@@ -161,6 +164,8 @@ def run_stages(ctx: StageContext, cache: StageCache, timer: StageTimer) -> dict[
                 out = cache.get_or_compute(name, keys[name], lambda: stage.run(ctx, **inputs))
             else:
                 out = stage.run(ctx, **inputs)
+            if getattr(stage, "KEY_BY_CONTENT", False):
+                keys[name] = content_digest(out)
             if hasattr(stage, "report"):
                 ctx.metrics.update(stage.report(out))
         if hasattr(stage, "OUTPUTS"):

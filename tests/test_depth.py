@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from backend.stages.depth import (FAR_SHELL_MAX, DepthSpec, depth_prior, disparity_to_depth, estimate_depth,
-                           model_input_size, normalise_depth, skyline_dp)
+from backend.stages.depth import (FAR_SHELL_MAX, DepthSpec, FluidMotion, depth_prior, disparity_to_depth, estimate_depth,
+                           model_input_size, motion_horizon, normalise_depth, skyline_dp)
 from backend.infra.errors import LoopscapeError
 from backend.infra.events import NullSink
 
@@ -271,6 +271,46 @@ def test_prior_keeps_slopes_out_of_the_sky_above_water() -> None:
     assert iou > 0.8, f"sky IoU {iou:.2f}: slopes taken for sky ({dm.sky.mean():.2f} of the frame, truth {truth.mean():.2f})"
     # the slopes stand in front of the far shell
     assert dm.depth[10, 5] < 0.9 * dm.far_shell
+
+
+def _plane_flow(h: int, w: int, y_h: float, fx: float, vx: float, vz: float, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """The flow of water moving uniformly (vx across, vz towards the camera) on a level ground plane
+    that vanishes at row ``y_h``, below row ``top``: depth ~ 1 / (y - y_h)."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
+    mask = yy >= top
+    inv_z = (yy - y_h) / (fx * 0.1)  # a camera 0.1 units above the water
+    flow = np.zeros((h, w, 2), np.float32)
+    flow[..., 0] = fx * vx * inv_z - (xx - w / 2) * vz * inv_z
+    flow[..., 1] = -(yy - y_h) * vz * inv_z  # towards the camera (vz < 0) is down the image
+    return flow * mask[..., None], mask
+
+
+@pytest.mark.parametrize("vx, vz", [(0.01, 0.0), (0.0, 0.01), (0.006, -0.008)])
+def test_motion_horizon_is_where_the_water_flow_vanishes(vx: float, vz: float) -> None:
+    K = np.array([[60.0, 0, 32], [0, 60.0, 24], [0, 0, 1]])
+    flow, mask = _plane_flow(48, 64, y_h=17.0, fx=60.0, vx=vx, vz=vz, top=22)
+    assert motion_horizon(flow, mask, K) == pytest.approx(17.0, abs=0.5)
+    # Arrows drawn at one speed carry no perspective: the skyline keeps the horizon.
+    uniform = np.where(mask[..., None], np.float32([0.7, 0.1]), 0).astype(np.float32)
+    assert motion_horizon(uniform, mask, K) is None
+    noisy = uniform + 0.2 * np.random.default_rng(0).standard_normal(uniform.shape).astype(np.float32) * mask[..., None]
+    assert motion_horizon(noisy, mask, K) is None
+
+
+def test_prior_takes_a_valley_horizon_from_the_water() -> None:
+    """The V of sky puts the skyline's horizon high; the water's perspective puts it where the
+    flow vanishes, and the far water moves back to where that plane puts it."""
+    rgb, _ = _valley()
+    h, w = rgb.shape[:2]
+    K = np.array([[110.0, 0, w / 2], [0, 110.0, h / 2], [0, 0, 1]])
+    y_true = 0.5 * h
+    flow, mask = _plane_flow(h, w, y_h=y_true, fx=110.0, vx=0.01, vz=0.0, top=int(0.55 * h) + 1)
+    skyline_only = depth_prior(rgb)
+    with_motion = depth_prior(rgb, FluidMotion(flow, mask, K))
+    ratio = lambda d: d[int(0.56 * h), w // 2] / d[h - 1, w // 2]  # noqa: E731  far water over near water
+    truth = (h - 0.5 - y_true) / (int(0.56 * h) + 0.5 - y_true)
+    assert abs(np.log(ratio(with_motion.depth) / truth)) < 0.5 * abs(np.log(ratio(skyline_only.depth) / truth))
+    assert np.array_equal(with_motion.sky, skyline_only.sky)
 
 
 def test_prior_without_sky_is_a_tilted_plane() -> None:

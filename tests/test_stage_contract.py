@@ -66,8 +66,10 @@ def test_cache_recomputes_exactly_what_an_input_reaches(demo_inputs, tmp_path):
     again, _ = _run(demo_inputs, out)
     assert _recomputed(again) == set()
 
+    # Depth reads the motion (the offline prior's horizon), so new arrows or a new mask re-run it;
+    # its artifact keys its dependants by content, so the 3D Gaussians stay cached when it is unchanged.
     hints = [{**h, "end": [2 * h["start"][0] - h["end"][0], 2 * h["start"][1] - h["end"][1]]} for h in demo_inputs["hints"]]
-    assert _recomputed(_run({**demo_inputs, "hints": hints}, out)[0]) == {"mom3d"}  # reversed arrows
+    assert _recomputed(_run({**demo_inputs, "hints": hints}, out)[0]) == {"depth", "mom3d"}  # reversed arrows
     assert _recomputed(_run(demo_inputs, out, path="zoom-in", frames=6)[0]) == set()  # render-only changes
     assert _recomputed(_run(demo_inputs, out, seed=5)[0]) == {"gaussians3d"}  # 3D-MOM draws nothing at random
 
@@ -75,7 +77,7 @@ def test_cache_recomputes_exactly_what_an_input_reaches(demo_inputs, tmp_path):
     mask[: mask.shape[0] // 4] = 0  # no clouds: another moving region
     new_mask = tmp_path / "mask2.png"
     cv2.imwrite(str(new_mask), mask)
-    assert _recomputed(_run({**demo_inputs, "mask": str(new_mask)}, out)[0]) == {"gaussians3d", "mom3d"}
+    assert _recomputed(_run({**demo_inputs, "mask": str(new_mask)}, out)[0]) == {"depth", "gaussians3d", "mom3d"}
 
     img = cv2.imread(demo_inputs["image"])
     new_img = tmp_path / "image2.png"

@@ -31,8 +31,12 @@ Landscape photos are mostly "sky above, ground plane below, distant relief at th
    programming. A sky that is not clearly smoother than what lies below it is rejected.
    Known limits: bright, smooth grey rock faces can be taken for overcast sky, and dark storm
    clouds low on the horizon for terrain (they then sit at the capped mountain distance).
-2. Horizon. The horizon row is a low percentile-point of the skyline (the lower parts of the
-   skyline are where distant terrain meets the horizon), or above the frame when there is no sky.
+2. Horizon. When the photo has a moving fluid whose flow shows perspective (water slowing
+   towards the distance), the horizon is where that flow says the plane it moves on vanishes
+   (:func:`motion_horizon`). Otherwise it is a low percentile-point of the skyline (the lower
+   parts of the skyline are where distant terrain meets the horizon), or above the frame when
+   there is no sky. In a valley the skyline stands well above the true horizon: on the synthetic
+   scenes it put the far end of the water 2-4x too near.
 3. Depth. Below the horizon the ground is a plane seen by a level camera: depth ~ 1 / (y - y_h).
    Approaching the horizon that depth is capped, and non-sky content above the horizon
    (mountains, buildings, trees against the sky) sits at the same capped distance, standing on
@@ -89,8 +93,19 @@ class DepthMap:
         return float(self.depth.max())
 
 
-def estimate_depth(rgb: np.ndarray, spec: DepthSpec | None = None, events: EventSink | None = None) -> DepthMap:
-    """Depth for ``rgb`` (H, W, 3) float in [0, 1], normalised per the design contract."""
+@dataclass
+class FluidMotion:
+    """The photo's motion inputs as the prior reads them: a flow over the moving region."""
+
+    flow: np.ndarray  # (H, W, 2) px/frame at the image's size
+    mask: np.ndarray  # (H, W) bool
+    K: np.ndarray  # (3, 3) the photo's intrinsics at the image's size
+
+
+def estimate_depth(rgb: np.ndarray, spec: DepthSpec | None = None, events: EventSink | None = None,
+                   motion: FluidMotion | None = None) -> DepthMap:
+    """Depth for ``rgb`` (H, W, 3) float in [0, 1], normalised per the design contract; ``motion``
+    lets the offline prior place its horizon (the learned model does not need it)."""
     spec = spec or DepthSpec()
     rgb = np.asarray(rgb, dtype=np.float32)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
@@ -99,7 +114,7 @@ def estimate_depth(rgb: np.ndarray, spec: DepthSpec | None = None, events: Event
         raise LoopscapeError(f"depth kind must be 'depth' or 'disparity', got {spec.kind!r}.", "Say which the depth file holds.")
     source = str(spec.source)
     if source == "prior":
-        return depth_prior(rgb)
+        return depth_prior(rgb, motion, events)
     if source == "model":
         return depth_from_model(rgb, load_depth_model(spec.model, spec.device))
     if source == "auto":
@@ -111,7 +126,7 @@ def estimate_depth(rgb: np.ndarray, spec: DepthSpec | None = None, events: Event
                     f"depth model {spec.model} is not available ({exc.message}); using the offline geometric depth prior, "
                     "which is much rougher. Connect to the internet once to download the model (it is cached), "
                     "or pass a local model folder.")
-            return depth_prior(rgb)
+            return depth_prior(rgb, motion, events)
         return depth_from_model(rgb, model)
     return depth_from_file(source, rgb.shape[:2], spec.kind)
 
@@ -385,7 +400,7 @@ _CAP_ROWS = 0.04  # depth cap = ground depth this fraction of the height below t
 SKY_SEED_LIGHT_PCT = 40  # the sky seed keeps top-band pixels at or above this lightness percentile
 
 
-def depth_prior(rgb: np.ndarray) -> DepthMap:
+def depth_prior(rgb: np.ndarray, motion: FluidMotion | None = None, events: EventSink | None = None) -> DepthMap:
     """Offline geometric depth (see the module docstring)."""
     h, w = rgb.shape[:2]
     s = min(1.0, PRIOR_WORK_SIDE / max(h, w))
@@ -399,6 +414,12 @@ def depth_prior(rgb: np.ndarray) -> DepthMap:
     rows = np.arange(h)[:, None] + 0.5
     sky = rows < skyline[None, :]
     y_h = horizon_row(skyline, h)
+    seen = motion_horizon(motion.flow, motion.mask, motion.K) if motion is not None else None
+    if seen is not None:
+        if events is not None:
+            events.log(f"offline depth prior: horizon at row {seen:.0f} of {h} from the perspective of the motion "
+                       f"(the skyline alone put it at row {y_h:.0f})")
+        y_h = seen
     t = np.maximum((rows - y_h) / h, _CAP_ROWS)
     depth = np.broadcast_to(1.0 / (t + _GROUND_EPS), (h, w)).astype(np.float64)
     depth = _smooth_log_depth(depth, sky, sigma=0.01 * max(h, w))
@@ -525,6 +546,67 @@ def horizon_row(skyline: np.ndarray, h: int) -> float:
     return float(np.percentile(skyline[has], 80))
 
 
+MOTION_HORIZON_MIN_GAIN = 0.75  # share of the flow's structure perspective must explain to be trusted
+MOTION_FIT_MAX_PIXELS = 20_000  # pixels per region in the fit (a regular subsample beyond that)
+MOTION_MIN_REGION = 0.02  # regions smaller than this share of the image are not fitted
+MOTION_MIN_ROWS = 0.15  # nor regions spanning fewer rows than this share of the height
+
+
+def _plane_flow_rss(u: np.ndarray, v: np.ndarray, fu: np.ndarray, fv: np.ndarray, y_h: float) -> float:
+    """Residual of the best uniform plane motion with its vanishing line at row ``y_h``.
+
+    A level camera sees a plane parallel to the ground (water below it, a cloud deck above) vanish
+    at the horizon row y_h, at depth Z proportional to 1 / r with r = v - y_h. A velocity (Vx, 0, Vz)
+    in that plane moves its pixels by du = r (a - b u), dv = -b r^2 (u from the principal point),
+    with a ~ Vx and b ~ Vz: linear in (a, b) once y_h is fixed.
+    """
+    r = v - y_h
+    A = np.zeros((2 * len(u), 2))
+    A[: len(u), 0] = r
+    A[: len(u), 1] = -r * u
+    A[len(u):, 1] = -r * r
+    y = np.concatenate([fu, fv])
+    sol, *_ = np.linalg.lstsq(A, y, rcond=None)
+    return float(np.sum((y - A @ sol) ** 2))
+
+
+def motion_horizon(flow: np.ndarray, mask: np.ndarray, K: np.ndarray) -> float | None:
+    """The horizon row implied by a fluid's flow, or None when no region's flow shows perspective.
+
+    Each large connected region of ``mask`` is fitted with uniform motion on a level plane
+    (:func:`_plane_flow_rss`) for vanishing lines above it (water) and below it (a cloud deck). The
+    fit is trusted when perspective explains at least ``MOTION_HORIZON_MIN_GAIN`` of what a
+    perspective-free motion (the vanishing line far away: near-uniform flow) leaves unexplained.
+    Arrows drawn at one speed show no perspective and leave the skyline's horizon in charge.
+    """
+    flow = np.asarray(flow, np.float64)
+    mask = np.asarray(mask, bool)
+    h, w = mask.shape
+    n, labels = cv2.connectedComponents(mask.astype(np.uint8))
+    found: list[tuple[float, int]] = []
+    for c in range(1, n):
+        ys, xs = np.nonzero(labels == c)
+        if len(ys) < MOTION_MIN_REGION * h * w or ys.max() - ys.min() < MOTION_MIN_ROWS * h:
+            continue
+        step = max(1, len(ys) // MOTION_FIT_MAX_PIXELS)
+        ys, xs = ys[::step], xs[::step]
+        fu, fv = flow[ys, xs, 0], flow[ys, xs, 1]
+        if not np.any(np.hypot(fu, fv) > 1e-6):
+            continue
+        u, v = xs + 0.5 - float(K[0, 2]), ys + 0.5
+        gaps = h * np.geomspace(1.0 / 128, 2.0, 96)  # distance of the vanishing line from the region
+        candidates = np.concatenate([v.min() - gaps, v.max() + gaps])
+        rss = np.array([_plane_flow_rss(u, v, fu, fv, y) for y in candidates])
+        flat = min(_plane_flow_rss(u, v, fu, fv, v.min() - 50.0 * h), _plane_flow_rss(u, v, fu, fv, v.max() + 50.0 * h))
+        k = int(np.argmin(rss))
+        if flat > 0 and 1.0 - rss[k] / flat >= MOTION_HORIZON_MIN_GAIN:
+            found.append((float(candidates[k]), len(ys) * step))
+    if not found:
+        return None
+    rows, weights = np.array(found).T
+    return float(np.average(rows, weights=weights))
+
+
 def _smooth_log_depth(depth: np.ndarray, sky: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian smoothing of log-depth over non-sky pixels only (normalised convolution)."""
     if sigma < 0.5:
@@ -539,8 +621,9 @@ def _smooth_log_depth(depth: np.ndarray, sky: np.ndarray, sigma: float) -> np.nd
 
 # ----------------------------------------------------------------------------- the stage
 
-INPUTS = ("image",)
+INPUTS = ("image", "motion")
 CACHED = True
+KEY_BY_CONTENT = True  # the motion moves the prior's horizon at most: new arrows need not retrain 3D
 
 
 def params(ctx) -> dict:
@@ -551,11 +634,21 @@ def params(ctx) -> dict:
             "file": file_digest(job.resolve(job.depth)) if is_file else None}
 
 
-def run(ctx, image) -> DepthMap:
+def fluid_motion(image, motion) -> FluidMotion | None:
+    """The photo's motion as the depth prior reads it (None for a still scene)."""
+    if motion is None:
+        return None
+    from backend.stages.flows import input_view_flow
+
+    return FluidMotion(input_view_flow(motion, image.rgb), motion.mask, image.camera.K)
+
+
+def run(ctx, image, motion) -> DepthMap:
     job = ctx.job
     source = job.depth if job.depth in ("auto", "model", "prior") else str(job.resolve(job.depth))
     spec = DepthSpec(source=source, kind=job.depth_kind, model=job.depth_model, device=str(ctx.device))
-    return estimate_depth(image.rgb, spec, ctx.events)
+    cue = fluid_motion(image, motion) if source in ("auto", "prior") else None
+    return estimate_depth(image.rgb, spec, ctx.events, motion=cue)
 
 
 def report(depth: DepthMap) -> dict:

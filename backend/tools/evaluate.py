@@ -332,13 +332,14 @@ def run_ours(scene: Scene, variant: dict, paths: list[str], n_frames: int, work:
 
 
 def run_baseline(scene: Scene, paths: list[str], n_frames: int) -> dict[str, tuple[np.ndarray, dict]]:
-    """The 3D-photo + 2D-cinemagraph baseline with the pipeline's own depth estimate."""
+    """The 3D-photo + 2D-cinemagraph baseline with the pipeline's own depth estimate (motion included)."""
     from backend.tools.baseline_3dphoto import render_3dphoto_baseline
-    from backend.stages.depth import DepthSpec, estimate_depth
+    from backend.stages.depth import DepthSpec, FluidMotion, estimate_depth
 
     t0 = time.time()
-    depth = estimate_depth(scene.rgb, DepthSpec(source="auto", device="cpu"), NullSink()).depth
     flow = scene.requested_flow()
+    depth = estimate_depth(scene.rgb, DepthSpec(source="auto", device="cpu"), NullSink(),
+                           motion=FluidMotion(flow, scene.mask, scene.camera.K)).depth
     out = {}
     for name in paths:
         t1 = time.time()
