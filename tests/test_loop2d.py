@@ -4,8 +4,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
 
-from backend.stages.loop2d import euler_integrate, loop_copies, render_loop_2d
+from backend.stages import loop2d
+from backend.stages.loop2d import euler_integrate, loop_copies, loop_displacements, render_loop_2d
 
 
 def _texture(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -112,3 +114,29 @@ def test_copies_are_the_two_splats_alone_and_mark_their_holes() -> None:
     np.testing.assert_allclose(fwd[0], rgb, atol=1e-6)
     with_end = loop_copies(rgb, render_loop_2d(rgb, flow, N, mask=mask, include_end=True), mask)
     assert with_end.n_frames == N  # frame N (= frame 0) is not a copy frame
+
+
+def test_the_stage_keeps_displacements_only_and_only_for_4d_training() -> None:
+    """The stage's artifact gives the 4D training the same copies as the rendered loop, without its frames."""
+    from types import SimpleNamespace
+
+    from contract.quality import PRESETS
+
+    H, W, N = 20, 28, 6
+    rgb = _texture(H, W, seed=3)
+    mask = np.zeros((H, W), bool)
+    mask[4:16, 5:23] = True
+    flow = np.zeros((H, W, 2), np.float32)
+    flow[..., 0] = 0.6
+    flow[..., 1] = 0.2 + 0.02 * np.arange(H)[:, None]
+    ctx = lambda q: SimpleNamespace(preset=PRESETS[q], job=SimpleNamespace(frames=N), device="cpu")  # noqa: E731
+    image, flows = SimpleNamespace(rgb=rgb), SimpleNamespace(input_view=flow)
+    assert loop2d.run(ctx("preview"), image, flows, mask) is None  # the explicit loop never reads it
+    disp = loop2d.run(ctx("draft"), image, flows, mask)
+    assert not hasattr(disp, "frames")
+    rendered = render_loop_2d(rgb, flow, N, mask=mask)
+    np.testing.assert_array_equal(disp.forward, rendered.forward)
+    np.testing.assert_array_equal(disp.backward, rendered.backward)
+    a, b = loop_copies(rgb, disp, mask), loop_copies(rgb, rendered, mask)
+    assert torch.equal(a.forward, b.forward) and torch.equal(a.backward_valid, b.backward_valid)
+    np.testing.assert_array_equal(loop_displacements(flow, N, mask).forward, disp.forward)

@@ -22,10 +22,16 @@ HOLE_WEIGHT = 1e-3  # accumulated splat weight below which a masked pixel shows 
 
 
 @dataclass
-class Loop2D:
-    frames: np.ndarray  # (n_frames, H, W, 3) float32 (plus frame N when asked: equal to frame 0)
+class LoopDisplacements:
+    """Where each pixel of the still image is after k frames in each copy of the loop."""
+
     forward: np.ndarray  # (n_frames + 1, H, W, 2) displacement after k frames along +F
     backward: np.ndarray  # (n_frames + 1, H, W, 2) displacement after k frames along -F
+
+
+@dataclass
+class Loop2D(LoopDisplacements):
+    frames: np.ndarray  # (n_frames, H, W, 3) float32 (plus frame N when asked: equal to frame 0)
 
 
 def euler_integrate(flow: np.ndarray | torch.Tensor, steps: int, device: str | torch.device | None = None) -> torch.Tensor:
@@ -77,6 +83,22 @@ def _splat(acc: torch.Tensor, wsum: torch.Tensor, colors: torch.Tensor, pos: tor
         wsum.index_add_(0, idx, ww)
 
 
+def _motion_mask(flow: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    return (np.linalg.norm(np.asarray(flow, np.float32), axis=2) > 0) if mask is None else np.asarray(mask, bool)
+
+
+def _displacements(flow: np.ndarray, mask: np.ndarray, n_frames: int, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    fl = np.asarray(flow, np.float32) * mask[..., None]
+    return euler_integrate(fl, n_frames, dev), euler_integrate(-fl, n_frames, dev)
+
+
+def loop_displacements(flow: np.ndarray, n_frames: int, mask: np.ndarray | None = None,
+                       device: str | torch.device = "cpu") -> LoopDisplacements:
+    """The two copies' displacements of :func:`render_loop_2d`, without rendering its frames."""
+    fwd, bwd = _displacements(flow, _motion_mask(flow, mask), n_frames, torch.device(device))
+    return LoopDisplacements(forward=fwd.cpu().numpy(), backward=bwd.cpu().numpy())
+
+
 def render_loop_2d(rgb: np.ndarray, flow: np.ndarray, n_frames: int, mask: np.ndarray | None = None,
                    include_end: bool = False, device: str | torch.device = "cpu") -> Loop2D:
     """Frames t = 0 .. n_frames - 1 of the loop (and t = n_frames when ``include_end``).
@@ -89,11 +111,8 @@ def render_loop_2d(rgb: np.ndarray, flow: np.ndarray, n_frames: int, mask: np.nd
     dev = torch.device(device)
     img = torch.as_tensor(np.asarray(rgb, np.float32), device=dev)
     H, W = img.shape[:2]
-    fl = np.asarray(flow, np.float32)
-    m = (np.linalg.norm(fl, axis=2) > 0) if mask is None else np.asarray(mask, bool)
-    fl = fl * m[..., None]
-    fwd = euler_integrate(fl, n_frames, dev)
-    bwd = euler_integrate(-fl, n_frames, dev)
+    m = _motion_mask(flow, mask)
+    fwd, bwd = _displacements(flow, m, n_frames, dev)
     mt = torch.as_tensor(m, device=dev).reshape(-1)
     src = img.reshape(-1, 3)[mt]
     ys, xs = _pixel_centres(H, W, dev)
@@ -134,7 +153,7 @@ class LoopCopies:
         return int(self.forward.shape[0])
 
 
-def loop_copies(rgb: np.ndarray, loop: Loop2D, mask: np.ndarray, device: str | torch.device = "cpu") -> LoopCopies:
+def loop_copies(rgb: np.ndarray, loop: LoopDisplacements, mask: np.ndarray, device: str | torch.device = "cpu") -> LoopCopies:
     """Each copy of ``loop`` (made from ``rgb`` and ``mask``) splatted alone for t = 0 .. N-1; holes
     show the still image."""
     dev = torch.device(device)
@@ -167,5 +186,10 @@ def loop_copies(rgb: np.ndarray, loop: Loop2D, mask: np.ndarray, device: str | t
 INPUTS = ("image", "flows", "mask")
 
 
-def run(ctx, image, flows, mask) -> Loop2D:
-    return render_loop_2d(image.rgb, flows.input_view, ctx.job.frames, mask=mask, device=ctx.device)
+def run(ctx, image, flows, mask) -> LoopDisplacements | None:
+    """Only the 4D training reads the 2D loop, as two copies (``loop_copies``), so the stage keeps
+    their displacements and renders no frames (1.3 GB of them at 1280x720 x 120); the explicit
+    loop of a preset without 4D training needs neither."""
+    if ctx.preset.iters_4d == 0:
+        return None
+    return loop_displacements(flows.input_view, ctx.job.frames, mask=mask, device=ctx.device)
