@@ -13,9 +13,9 @@ distortions that fit the mix at the input view and show from every other camera.
 against its own copy is an exact target. Each layer's error counts with the square of its blend
 weight: the blended frame's squared error when the two layers' errors are independent (they show
 different texture), so the copy a frame mostly shows is the one trained there. On the synthetic
-evaluation (128 px, 3 scenes) squared weights beat plain ones on all five paths (masked PSNR up to
-+0.01 dB, masked LPIPS -0.0001 to -0.0003), and with the blended target draft's masked LPIPS was
-above preview's on three paths.
+evaluation (128 px, 3 scenes, keep-best on appearance alone) squared weights beat plain ones on all
+five paths (masked PSNR up to +0.01 dB, masked LPIPS -0.0001 to -0.0003); with the blended target
+draft's masked LPIPS was above preview's on three paths.
 """
 from __future__ import annotations
 
