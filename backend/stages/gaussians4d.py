@@ -176,8 +176,8 @@ def _held_out_error(preview: LoopedGaussians, deform: Deformation4D, samples: "_
     errors = []
     for t in held:
         means, quats, scales = deformed_state(preview, deform, t)
-        targets = ((c.forward[t], c.backward[t]), (c.forward_valid[t], c.backward_valid[t]))
-        errors.append(float(_layer_loss(preview.layers_from(means, quats, scales), targets, t, n, cam, cfg.lambda_dssim))
+        errors.append(float(_layer_loss(preview.layers_from(means, quats, scales), _copy_targets(c, t), t, n, cam,
+                                        cfg.lambda_dssim))
                       + cfg.w_trajectory * float(samples.trajectories.error(means, t)))
     return float(np.mean(errors))
 
@@ -188,6 +188,11 @@ def _psnr_of(mse: float) -> float:
 
 # (forward, backward) targets of one step, and their per-pixel weights (None: every pixel counts)
 _Targets = tuple[tuple[Tensor, Tensor], tuple[Tensor | None, Tensor | None]]
+
+
+def _copy_targets(copies: LoopCopies, t: int) -> "_Targets":
+    """The input view's targets at frame t: the 2D loop's copies, their holes left out."""
+    return (copies.forward[t], copies.backward[t]), (copies.forward_valid[t], copies.backward_valid[t])
 
 
 @dataclass
@@ -213,8 +218,7 @@ class _TrainingSamples:
         t = int(torch.randint(1, n, (1,), generator=self.gen))
         if not self.side_cameras or float(torch.rand(1, generator=self.gen)) < self.p_input_view:
             t = self.train_frames[int(torch.randint(0, len(self.train_frames), (1,), generator=self.gen))]
-            c = self.copies
-            return t, self.cam_in, ((c.forward[t], c.backward[t]), (c.forward_valid[t], c.backward_valid[t]))
+            return t, self.cam_in, _copy_targets(self.copies, t)
         v = int(torch.randint(0, len(self.side_cameras), (1,), generator=self.gen))
         if (v, t) not in self.side_cache:
             with torch.no_grad():
