@@ -1,5 +1,6 @@
 """The HexPlane deformation: plane orientation, zero start, loop closure, static Gaussians, regularisers."""
 import numpy as np
+import pytest
 import torch
 
 from backend.model.camera import Camera, intrinsics_from_fov
@@ -148,3 +149,24 @@ def test_a_field_in_view_coordinates_moves_gaussians_only_across_the_view_rays()
             along = (shift * ray).sum(-1).abs()
             assert shift.norm(dim=-1).max() > 1e-3  # the field does act
             assert along.max() < 1e-5 * (1 + shift.norm(dim=-1).max())
+
+
+def test_position_residuals_are_bounded_by_the_loops_travel():
+    """The residual's tanh spans at most ``max_shift_travel`` x the copies' mean path over the loop
+    (here 0.7 px/frame for N frames), not a quarter of the region, so Adam's first fixed-size steps
+    move the copies in proportion to their motion; 0 falls back to the extent bound."""
+    g, L, cam = make_loop()
+    travel = float((L.means[N, : L.n_moving] - L.means[0, : L.n_moving]).norm(dim=-1).mean())
+    assert travel > 0
+    for k in (1.0, 2.0):
+        # a wide extent bound, so the travel bound is the one that holds
+        d = Deformation4D.for_loop(L, DeformConfig(features=4, base_resolution=8, max_shift=10.0, max_shift_travel=k))
+        assert float(d.shift_bound) == pytest.approx(k * travel, rel=1e-4)
+        with torch.no_grad():
+            d.head_pos.bias.fill_(50.0)  # saturate the tanh: the residual at |tau| = N is the bound
+            x0 = g.means[g.moving]
+            dx, _, _ = d(x0, torch.full((len(x0),), float(N)))
+        torch.testing.assert_close(dx.norm(dim=-1), torch.full((len(x0),), k * travel * 3 ** 0.5), rtol=1e-4, atol=0)
+    wide = Deformation4D.for_loop(L, DeformConfig(features=4, base_resolution=8, max_shift=10.0, max_shift_travel=0.0))
+    assert float(wide.shift_bound) == pytest.approx(10.0 * float(wide.world_extent), rel=1e-4)
+    assert float(wide.shift_bound) > 20 * float(d.shift_bound)

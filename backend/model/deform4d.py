@@ -47,6 +47,13 @@ class DeformConfig:
     margin: float = 0.05  # bounding-box padding, as a fraction of its size
     # Residual bounds (tanh) at |tau| = N: a stray gradient cannot fling a Gaussian off the scene.
     max_shift: float = 0.25  # fraction of the moving region's extent
+    # ... and at most this many times the copies' mean travel over the loop. Adam's first steps move
+    # every head weight by about the learning rate whatever the gradient, so the bound sets the
+    # first steps' size: at a quarter of the extent, 15 steps threw the synthetic scenes' copies
+    # (0.5-1 px/frame) from 0.1-0.2 to 0.5 px off their 2D-loop trajectories, and draft's 150 steps
+    # went on recovering. Twice the travel still lets the field double, cancel or turn the explicit
+    # velocity. 0 = the extent bound alone.
+    max_shift_travel: float = 2.0
     max_log_scale: float = 1.0
     max_rot: float = 0.5  # quaternion residual per component (unit quaternions)
 
@@ -131,10 +138,11 @@ class Deformation4D(nn.Module):
     """Residual position, rotation (quaternion) and log-scale of moving Gaussians at time tau."""
 
     def __init__(self, bbox_min: Tensor, bbox_max: Tensor, n_frames: int, config: DeformConfig | None = None,
-                 view: Camera | None = None, world_extent: float | None = None) -> None:
+                 view: Camera | None = None, world_extent: float | None = None, travel: float | None = None) -> None:
         """``bbox_min``/``bbox_max`` bound the field's domain: world xyz, or with ``view`` that view's
         coordinates (``_to_view``). ``world_extent`` (default: the box's largest side), the moving
-        region's size in world units, sizes the position residuals."""
+        region's size in world units, and ``travel``, the copies' mean path over the loop (world
+        units; None: not used), bound the position residuals (``DeformConfig``)."""
         super().__init__()
         cfg = config or DeformConfig()
         self.config = cfg
@@ -146,6 +154,10 @@ class Deformation4D(nn.Module):
         self.register_buffer("hi", hi + pad)
         ext = float((hi - lo).max()) if world_extent is None else float(world_extent)
         self.register_buffer("world_extent", torch.tensor(ext * (1 + 2 * cfg.margin), device=dev))
+        bound = cfg.max_shift * float(self.world_extent)
+        if travel is not None and travel > 0.0 and cfg.max_shift_travel > 0.0:
+            bound = min(bound, cfg.max_shift_travel * float(travel))
+        self.register_buffer("shift_bound", torch.tensor(bound, device=dev))
         self.view = view  # the supervising camera: view coordinates and ray-perpendicular residuals
         if view is not None:
             self.register_buffer("view_w2c", torch.as_tensor(view.w2c[:3], dtype=torch.float32, device=dev))
@@ -174,12 +186,11 @@ class Deformation4D(nn.Module):
             lo = hi = torch.zeros(3, device=x0.device)
             return cls(lo, hi, looped.n_frames, config, view, 0.0).to(x0.device)
         extent = float((x0.max(0).values - x0.min(0).values).max())
+        m, n = looped.n_moving, looped.n_frames
+        # the forward copies' summed steps: the path length, not the (possibly curved) chord
+        travel = float((looped.means[1:, :m] - looped.means[:-1, :m]).norm(dim=-1).sum(0).mean())
         y = x0 if view is None else _to_view(x0, view)
-        return cls(y.min(0).values, y.max(0).values, looped.n_frames, config, view, extent).to(x0.device)
-
-    @property
-    def extent(self) -> Tensor:
-        return self.world_extent
+        return cls(y.min(0).values, y.max(0).values, n, config, view, extent, travel).to(x0.device)
 
     def normalise(self, x0: Tensor, tau: Tensor) -> Tensor:
         y = x0 if self.view is None else _to_view(x0, self.view, self.view_w2c, self.view_K)
@@ -192,7 +203,7 @@ class Deformation4D(nn.Module):
         h = self.trunk(self.planes(self.normalise(x0, tau)))
         gate = (tau / self.n_frames)[:, None]
         c = self.config
-        dx = (c.max_shift * self.extent) * torch.tanh(self.head_pos(h))
+        dx = self.shift_bound * torch.tanh(self.head_pos(h))
         dq = c.max_rot * torch.tanh(self.head_rot(h))
         ds = c.max_log_scale * torch.tanh(self.head_scale(h))
         return gate * dx, gate * dq, gate * ds
