@@ -8,7 +8,8 @@ import pytest
 
 from backend.tools.baseline_3dphoto import render_3dphoto_baseline
 from backend.model.camera import Camera, intrinsics_from_fov
-from backend.tools.evaluate import COLUMNS, hints_from_flow, main, reference_metrics, write_table
+from backend.tools.evaluate import COLUMNS, StageLog, hints_from_flow, main, reference_metrics, write_table
+from contract.protocol import SETUP
 
 needs_bpy = pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="bpy not installed")
 
@@ -66,6 +67,47 @@ def test_video_psnr_is_finite_with_one_exact_frame():
     p = reference_metrics(pred, gt, None, lpips=False)["psnr"]
     mse1 = float(((pred[1] - gt[1])[4:-4, 4:-4] ** 2).mean())
     assert p == pytest.approx(10 * np.log10(1 / (mse1 / 2)), abs=1e-6)  # from the mean MSE, not inf
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _feed_a_slow_3d_stage(sink: StageLog, clock: _Clock) -> None:
+    sink.log("torch uses 1 CPU thread(s)", stage=SETUP)
+    for f in (0.0, 0.5, 1.0):  # a quick (or cached) stage: silent
+        sink.progress("render", f)
+        clock.now += 1.0
+    for f in (0.0, 0.05, 0.1, 0.3, 0.55, 0.8, 0.95):
+        sink.progress("gaussians3d", f, loss=0.02, gaussians=900)
+        if f == 0.3:
+            sink.log("densify at step 300: {}", stage="gaussians3d")
+        clock.now += 6.0
+    sink.progress("gaussians3d", 1.0)
+    sink.warning("3D training ended worse than the lifted photo it started from", stage="gaussians3d")
+
+
+def test_stage_log_reports_slow_stages_by_quarters_and_stays_quiet_otherwise():
+    lines: list[str] = []
+    clock = _Clock()
+    _feed_a_slow_3d_stage(StageLog(lines.append, "syn_000 ours-final hero:", every=0.0, clock=clock), clock)
+    assert lines == [  # 5% came 6 s in (too early), 10% at 12 s
+        "    syn_000 ours-final hero: gaussians3d 10% (loss 0.02, gaussians 900)",
+        "    syn_000 ours-final hero: gaussians3d 30% (loss 0.02, gaussians 900)",
+        "    syn_000 ours-final hero: gaussians3d 55% (loss 0.02, gaussians 900)",
+        "    syn_000 ours-final hero: gaussians3d 80% (loss 0.02, gaussians 900)",
+        "    syn_000 ours-final hero: gaussians3d done in 42 s",
+        "    syn_000 ours-final hero: gaussians3d: 3D training ended worse than the lifted photo it started from",
+    ]
+    lines.clear()  # rate-limited: the first report and the end still show
+    clock = _Clock()
+    _feed_a_slow_3d_stage(StageLog(lines.append, "p:", every=3600.0, clock=clock), clock)
+    assert [line.split(": ", 1)[1] for line in lines[:2]] == ["gaussians3d 10% (loss 0.02, gaussians 900)",
+                                                             "gaussians3d done in 42 s"]
 
 
 def test_write_table_files(tmp_path):

@@ -42,12 +42,12 @@ import numpy as np
 from backend.io.atomic import atomic_write_text
 from backend.model.camera import DEFAULT_FOV_DEG, Camera, intrinsics_from_fov
 from backend.infra.errors import LoopscapeError
-from backend.infra.events import NullSink
+from backend.infra.events import EventSink, NullSink
 from backend.tools.metrics import image as IM
 from backend.tools.metrics import motion as MO
 from backend.tools.metrics.piqe import piqe
 from contract.camera import PATH_PRESETS
-from contract.protocol import RESULT_NAME
+from contract.protocol import RESULT_NAME, SETUP
 from contract.quality import QUALITIES
 
 PATHS = PATH_PRESETS
@@ -306,10 +306,52 @@ def base_job(scene: Scene, n_frames: int, quality: str) -> dict:
     return job
 
 
+class StageLog(NullSink):
+    """The pipeline's events as occasional lines through ``log``: the progress of a stage that has
+    worked for ``slow`` seconds (then each further quarter, at most one line per ``every``
+    seconds), the end of such a stage, its log lines and its warnings. Quick and cached stages stay
+    silent. A `final` evaluation runs for hours on a CPU; without this it is silent until the table."""
+
+    def __init__(self, log, prefix: str, every: float = 30.0, slow: float = 10.0, clock=time.monotonic) -> None:
+        super().__init__()
+        self.log_line, self.prefix, self.every, self.slow, self.clock = log, prefix, every, slow, clock
+        self._start: dict[str, float] = {}
+        self._quarter: dict[str, int] = {}
+        self._last = -float("inf")
+        self.listeners.append(self._on_event)
+
+    def _on_event(self, rec: dict) -> None:
+        kind, stage = rec["event"], rec.get("stage", "")
+        if kind == "progress":
+            self._progress(stage, float(rec["fraction"]), rec)
+        elif kind == "warning" or (kind == "log" and stage != SETUP and not str(rec.get("message", "")).startswith("densify")):
+            self._say(f"{stage + ': ' if stage else ''}{rec.get('message', '')}")
+
+    def _progress(self, stage: str, fraction: float, rec: dict) -> None:
+        now = self.clock()
+        start = self._start.setdefault(stage, now)
+        if fraction >= 1.0:
+            if now - start >= self.slow:
+                self._say(f"{stage} done in {now - start:.0f} s")
+            del self._start[stage]
+            self._quarter.pop(stage, None)
+            return
+        q = int(fraction * 4)
+        if now - start < self.slow or (stage in self._quarter and (q <= self._quarter[stage] or now - self._last < self.every)):
+            return
+        self._quarter[stage], self._last = q, now
+        extra = ", ".join(f"{k} {rec[k]}" for k in ("loss", "gaussians") if k in rec)
+        self._say(f"{stage} {100 * fraction:.0f}%" + (f" ({extra})" if extra else ""))
+
+    def _say(self, text: str) -> None:
+        self.log_line(f"    {self.prefix} {text}")
+
+
 def run_ours(scene: Scene, variant: dict, paths: list[str], n_frames: int, work: Path,
-             device: str = "cpu") -> dict[str, tuple[np.ndarray, dict]]:
+             device: str = "cpu", log=None) -> dict[str, tuple[np.ndarray, dict]]:
     """Run one pipeline variant along every path; the out dir is shared per scene and depth source
-    so that depth, views, 3D Gaussians and 3D-MOM come from the stage cache after the first path."""
+    so that depth, views, 3D Gaussians and 3D-MOM come from the stage cache after the first path.
+    ``log`` (a line printer) shows the stages' progress (``StageLog``); None runs silently."""
     from backend.job import JobSpec
     from backend.pipeline import run_job
 
@@ -324,7 +366,8 @@ def run_ours(scene: Scene, variant: dict, paths: list[str], n_frames: int, work:
     for name in paths:
         spec = JobSpec.from_dict(dict(job, path=scene.path(name, n_frames)), base_dir=scene.folder)
         t0 = time.time()
-        res_path = run_job(spec, run_dir, NullSink())
+        events: EventSink = NullSink() if log is None else StageLog(log, f"{scene.name} {variant.get('name', '')} {name}:")
+        res_path = run_job(spec, run_dir, events)
         res = json.loads(Path(res_path).read_text())
         res["wall_seconds"] = time.time() - t0
         out[name] = (read_frames(run_dir / "frames"), res)
@@ -371,7 +414,7 @@ def evaluate_scene(scene: Scene, paths: list[str], n_frames: int, quality: str, 
     for var in variants_for(scene, quality, extra_qualities, baseline, ablations):
         t0 = time.time()
         videos = (run_baseline(scene, paths, n_frames) if var.get("baseline")
-                  else run_ours(scene, var, paths, n_frames, work, device))
+                  else run_ours(scene, var, paths, n_frames, work, device, log=log))
         if compare is not None and COMPARE_PATH in videos:
             compare[var["name"]] = videos[COMPARE_PATH][0][-1]
         for name, (frames, res) in videos.items():
