@@ -35,6 +35,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -310,9 +311,10 @@ class StageLog(NullSink):
     """The pipeline's events as occasional lines through ``log``: the progress of a stage that has
     worked for ``slow`` seconds (then each further quarter, at most one line per ``every``
     seconds), the end of such a stage, its log lines and its warnings. Quick and cached stages stay
-    silent. A `final` evaluation runs for hours on a CPU; without this it is silent until the table."""
+    silent. A `final` evaluation trains for many minutes per scene on a CPU; without this it is silent until the table."""
 
-    def __init__(self, log, prefix: str, every: float = 30.0, slow: float = 10.0, clock=time.monotonic) -> None:
+    def __init__(self, log: Callable[[str], None], prefix: str, every: float = 30.0, slow: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self.log_line, self.prefix, self.every, self.slow, self.clock = log, prefix, every, slow, clock
         self._start: dict[str, float] = {}
