@@ -350,7 +350,7 @@ class StageLog(NullSink):
 
 
 def run_ours(scene: Scene, variant: dict, paths: list[str], n_frames: int, work: Path,
-             device: str = "cpu", log=None) -> dict[str, tuple[np.ndarray, dict]]:
+             device: str = "cpu", log: Callable[[str], None] | None = None) -> dict[str, tuple[np.ndarray, dict]]:
     """Run one pipeline variant along every path; the out dir is shared per scene and depth source
     so that depth, views, 3D Gaussians and 3D-MOM come from the stage cache after the first path.
     ``log`` (a line printer) shows the stages' progress (``StageLog``); None runs silently."""
