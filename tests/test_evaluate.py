@@ -1,5 +1,6 @@
 """Evaluation harness: reference metrics, the 3D-photo baseline, and a tiny end-to-end run."""
 import csv
+import json
 import importlib.util
 
 import cv2
@@ -213,3 +214,41 @@ def test_preset_comparison_without_ablations_writes_the_compare_sheet(tmp_path):
     truth_tile = sheet[48:, -48 * 3:][1::3, 1::3].astype(float)
     gt = cv2.imread(str(out / "scenes" / "syn_000" / "gt" / "side" / "0003.png")).astype(float)
     assert np.abs(truth_tile - gt).mean() < 2.0
+
+
+def _loop_truth_scene(tmp_path, n=4, h=48, w=64):
+    """A hand-made GT scene: a still photo, a moving square, the side path's true video (grey level
+    10 t) and its previous-loop renders (grey level 200)."""
+    d = tmp_path / "scene"
+    (d / "gt" / "side" / "previous_loop").mkdir(parents=True)
+    cv2.imwrite(str(d / "image.png"), np.full((h, w, 3), 90, np.uint8))
+    mask = np.zeros((h, w), np.uint8)
+    mask[8:40, 8:56] = 255
+    cv2.imwrite(str(d / "mask.png"), mask)
+    np.save(d / "motion.npy", np.zeros((1, 2, h, w), np.float32))
+    (d / "camera.json").write_text(json.dumps({"K": intrinsics_from_fov(w, h, 50.0).tolist(), "width": w, "height": h}))
+    (d / "gt" / "side" / "path.json").write_text(json.dumps(
+        {"width": w, "height": h, "frames": [{"K": intrinsics_from_fov(w, h, 50.0).tolist(), "w2c": np.eye(4).tolist()}] * n}))
+    for t in range(n):
+        cv2.imwrite(str(d / "gt" / "side" / f"{t:04d}.png"), np.full((h, w, 3), 10 * t, np.uint8))
+        if t:
+            cv2.imwrite(str(d / "gt" / "side" / "previous_loop" / f"{t:04d}.png"), np.full((h, w, 3), 200, np.uint8))
+    return d
+
+
+def test_loop_truth_blends_the_true_video_into_the_previous_loop(tmp_path):
+    from backend.tools.evaluate import Scene, score_video
+
+    scene = Scene(_loop_truth_scene(tmp_path), 64)
+    truth = scene.loop_truth_frames("side")
+    assert truth.shape == (4, 48, 64, 3)
+    for t in range(4):  # (1 - t/N) T(t) + (t/N) T(t - N), N = 4
+        assert np.allclose(truth[t], ((1 - t / 4) * 10 * t + t / 4 * 200) / 255, atol=1e-6)
+    # a video equal to the loop truth scores perfectly against it and not against the plain truth
+    s = score_video(truth, scene, "side", lpips=False)
+    assert s["lm_psnr"] == float("inf") and s["m_psnr"] < 20.0
+    assert {"lm_psnr", "lm_ssim"} <= set(s) and "lpsnr" not in s
+    # scenes generated before the loop truth score as before
+    import shutil
+    shutil.rmtree(scene.folder / "gt" / "side" / "previous_loop")
+    assert scene.loop_truth_frames("side") is None and "lm_psnr" not in score_video(truth, scene, "side", lpips=False)

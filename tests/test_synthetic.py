@@ -106,3 +106,25 @@ def test_novel_view_moves_with_parallax(scene):
     a = cv2.imread(str(out / "gt" / "side" / "0000.png")).astype(float)
     b = cv2.imread(str(out / "gt" / "side" / "0002.png")).astype(float)
     assert np.abs(a - b).mean() > 3.0  # the camera moved 0.18 normalised units sideways
+
+
+def test_previous_loop_renders_show_the_scene_one_loop_earlier(scene):
+    """gt/<path>/previous_loop/k is frame k's camera at time k - N (N = 3 here): on the clouds, the
+    photo warped back by (N - k) frames of the true flow predicts it, and it differs from frame k."""
+    out, _ = scene
+    for sub in ("hero", "side"):
+        names = sorted(p.name for p in (out / "gt" / sub / "previous_loop").glob("*.png"))
+        assert names == ["0001.png", "0002.png"], sub  # frame 0's second copy has no weight
+    f0 = cv2.imread(str(out / "gt" / "hero" / "0000.png")).astype(np.float32)
+    gt = np.load(out / "motion.npy")[0].transpose(1, 2, 0)
+    _, sky, _ = _regions(out)
+    h, w = gt.shape[:2]
+    u, v = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    for k in (1, 2):
+        before = cv2.imread(str(out / "gt" / "hero" / "previous_loop" / f"{k:04d}.png")).astype(np.float32)
+        now = cv2.imread(str(out / "gt" / "hero" / f"{k:04d}.png")).astype(np.float32)
+        steps = k - 3  # time k - N: the texture is (N - k) frames upstream of the photo
+        pred = cv2.remap(f0, u - steps * gt[..., 0], v - steps * gt[..., 1], cv2.INTER_LINEAR)
+        err = np.abs(pred - before)[sky].mean()
+        assert err < 0.7 * np.abs(f0 - before)[sky].mean()
+        assert err < 0.7 * np.abs(now - before)[sky].mean()

@@ -3,7 +3,10 @@
 * ``--synthetic N``: generate N Blender ground-truth scenes (backend.tools.synthetic), run every variant
   along the fixed hero camera and the four evaluation paths, and score each video against the
   true one: PSNR / SSIM / LPIPS, whole and masked (the moving region, warped into each view by
-  the true depth), after the paper's 32-px border crop (scaled to the image size); plus PIQE,
+  the true depth), after the paper's 32-px border crop (scaled to the image size); the masked
+  ones again against the loop truth (``lm_*``: the true video cross-faded into the same camera's
+  video one loop earlier, as every seamless loop must, so the second copy's texture is not
+  counted as error; ``Scene.loop_truth_frames``); plus PIQE,
   the 3D-MOM consistency EPE and, on the hero camera, motion fidelity against the true flow,
   stillness, loop closure and flicker.
 * ``--scenes DIR``: real scenes (image.png + mask.png + motion.npy or labelme.json): no-reference
@@ -54,9 +57,10 @@ from contract.quality import QUALITIES
 PATHS = PATH_PRESETS
 HERO = "hero"
 REF_KEYS = ("psnr", "ssim", "lpips", "m_psnr", "m_ssim", "m_lpips")
-COLUMNS = REF_KEYS + ("piqe", "epe_before", "epe_after", "mf_cos", "mf_epe", "mf_speed", "stillness",
+LOOP_KEYS = ("lm_psnr", "lm_ssim", "lm_lpips")  # masked, against the loop truth (Scene.loop_truth_frames)
+COLUMNS = REF_KEYS + LOOP_KEYS + ("piqe", "epe_before", "epe_after", "mf_cos", "mf_epe", "mf_speed", "stillness",
                       "loop_gap_db", "flicker", "seconds")
-HIGHER_IS_BETTER = {"psnr", "ssim", "m_psnr", "m_ssim", "mf_cos"}
+HIGHER_IS_BETTER = {"psnr", "ssim", "m_psnr", "m_ssim", "lm_psnr", "lm_ssim", "mf_cos"}
 COMPARE_PATH = "side"  # compare.png shows this path's last frame: the farthest from the photo
 
 
@@ -216,6 +220,19 @@ class Scene:
             fr = np.stack([cv2.resize(f, (self.W, self.H), interpolation=cv2.INTER_AREA) for f in fr])
         return fr
 
+    def loop_truth_frames(self, name: str) -> np.ndarray | None:
+        """The loop truth of a path (``backend.tools.synthetic.scene``): frame t of its true video
+        blended with the same camera's render one loop earlier, (1 - t/N) T(t) + (t/N) T(t - N), N
+        the video's length; None for scenes generated without those renders."""
+        from backend.tools.synthetic.scene import PREVIOUS_LOOP
+
+        now, before = self.gt_frames(name), self.gt_frames(f"{name}/{PREVIOUS_LOOP}")
+        if now is None or before is None or len(before) != len(now) - 1:
+            return None
+        n = len(now)
+        w = (np.arange(1, n, dtype=np.float32) / n)[:, None, None, None]
+        return np.concatenate([now[:1], (1.0 - w) * now[1:] + w * before])
+
     def view_masks(self, name: str, n_frames: int) -> list[np.ndarray]:
         """The moving region seen from each camera of a path: the hero mask lifted by the true
         depth and splatted into the view (the hero path keeps the mask as it is)."""
@@ -235,11 +252,13 @@ class Scene:
 
 # ----------------------------------------------------------------------------- metrics
 
-def reference_metrics(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | list | None, lpips: bool = True) -> dict[str, float]:
+def reference_metrics(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | list | None, lpips: bool = True,
+                      whole: bool = True) -> dict[str, float]:
     """PSNR / SSIM / LPIPS (whole and masked) after the scaled 32-px border crop: SSIM and LPIPS are
     means over frames, PSNR is the video's (from the mean MSE over frames).
 
-    ``mask`` is one (H, W) mask for all frames or a list with one per frame.
+    ``mask`` is one (H, W) mask for all frames or a list with one per frame; ``whole=False`` leaves
+    the whole-image metrics out.
     """
     from backend.tools.metrics.lpips import lpips_distance, weights_path
 
@@ -251,11 +270,12 @@ def reference_metrics(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | list 
         m = mask[i] if isinstance(mask, list) else mask
         pc, gc = IM.crop_border(p, b), IM.crop_border(g, b)
         mc = IM.crop_border(m, b) if m is not None else None
-        r = {"psnr": IM.psnr(pc, gc), "ssim": IM.ssim(pc, gc)}
+        r = {"psnr": IM.psnr(pc, gc), "ssim": IM.ssim(pc, gc)} if whole else {}
         if mc is not None:
             r.update({"m_psnr": IM.psnr(pc, gc, mc), "m_ssim": IM.ssim(pc, gc, mc)})
         if use_lpips:
-            r["lpips"] = lpips_distance(pc, gc)
+            if whole:
+                r["lpips"] = lpips_distance(pc, gc)
             if mc is not None:
                 r["m_lpips"] = lpips_distance(pc, gc, mask=mc)
         rows.append(r)
@@ -294,7 +314,12 @@ def score_video(frames: np.ndarray, scene: Scene | None, path_name: str, result:
     gt = scene.gt_frames(path_name) if scene.has_gt else None
     if gt is not None:
         k = min(len(gt), n)
-        out.update(reference_metrics(frames[:k], gt[:k], scene.view_masks(path_name, n)[:k], lpips=lpips))
+        masks = scene.view_masks(path_name, n)[:k]
+        out.update(reference_metrics(frames[:k], gt[:k], masks, lpips=lpips))
+        loop_truth = scene.loop_truth_frames(path_name)
+        if loop_truth is not None:
+            lm = reference_metrics(frames[:k], loop_truth[:k], masks, lpips=lpips, whole=False)
+            out.update({"l" + key: v for key, v in lm.items()})  # m_psnr -> lm_psnr
     return out
 
 
@@ -538,7 +563,7 @@ def _plot(rows: list[dict], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     variants = list(dict.fromkeys(r["variant"] for r in rows))
-    panels = [k for k in ("m_psnr", "m_lpips", "mf_epe", "mf_cos", "piqe", "stillness") if any(k in r for r in rows)]
+    panels = [k for k in ("m_psnr", "m_lpips", "lm_psnr", "lm_lpips", "mf_epe", "mf_cos", "piqe", "stillness") if any(k in r for r in rows)]
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(3.2 * max(1, len(panels)), 3.6), squeeze=False)
     for ax, key in zip(axes[0], panels):
         vals = []
@@ -602,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
                 d = out / "scenes" / f"syn_{s:03d}"
                 info = json.loads((d / "scene.json").read_text()) if (d / "scene.json").exists() else None
                 want = (args.max_side, args.max_side * 3 // 4, args.frames)
-                if info is None or (info["width"], info["height"], info["n_frames"]) != want:
+                if info is None or (info["width"], info["height"], info["n_frames"]) != want or not info.get("loop_truth"):
                     shutil.rmtree(d, ignore_errors=True)
                     info = generate_scene(s, d, width=want[0], height=want[1], n_frames=args.frames, samples=args.samples)
                     log(f"generated {d.name} in {info['total_seconds']:.0f} s")
