@@ -209,11 +209,14 @@ def test_preset_comparison_without_ablations_writes_the_compare_sheet(tmp_path):
     rows = _tiny_synthetic_eval(out, "--no-ablations")
     assert {r["variant"] for r in rows} == {"ours-preview", "3dphoto-baseline"}
     sheet = cv2.imread(str(out / "compare.png"))
-    # three tiles (ours, baseline, truth) of 48 px at 3x with 4-px gaps, under a title and a label row
-    assert sheet.shape[1] == 3 * 48 * 3 + 2 * 4 and sheet.shape[0] == 26 + 22 + 36 * 3
-    truth_tile = sheet[48:, -48 * 3:][1::3, 1::3].astype(float)
+    # four tiles (ours, baseline, truth, loop truth) of 48 px at 3x with 4-px gaps, under a title and a label row
+    assert sheet.shape[1] == 4 * 48 * 3 + 3 * 4 and sheet.shape[0] == 26 + 22 + 36 * 3
+    tile = lambda k: sheet[48:, k * (48 * 3 + 4):k * (48 * 3 + 4) + 48 * 3][1::3, 1::3].astype(float)  # noqa: E731
     gt = cv2.imread(str(out / "scenes" / "syn_000" / "gt" / "side" / "0003.png")).astype(float)
-    assert np.abs(truth_tile - gt).mean() < 2.0
+    before = cv2.imread(str(out / "scenes" / "syn_000" / "gt" / "side" / "previous_loop" / "0003.png")).astype(float)
+    assert np.abs(tile(2) - gt).mean() < 2.0
+    assert np.abs(tile(3) - (0.25 * gt + 0.75 * before)).mean() < 2.0  # frame 3 of a 4-frame loop
+    assert np.abs(gt - before).mean() > 3.0  # the two truths differ, so the check above can fail
 
 
 def _loop_truth_scene(tmp_path, n=4, h=48, w=64):

@@ -24,7 +24,7 @@ no-3dmom variants, for preset comparisons where only the presets and the baselin
 Time alignment: the GT video frame k is path pose k at scene time k; the pipeline's frame i uses
 path camera i at loop time i mod N with N = job frames = GT frames, so frame k matches frame k.
 Writes ``table.md``, ``table.csv``, ``plots.png`` and, on GT scenes, ``compare.png`` (the last
-frame of the side path for every variant next to the truth, first scene) into ``--out``, and
+frame of the side path for every variant next to the truth and the loop truth, first scene) into ``--out``, and
 prints the table.
 """
 from __future__ import annotations
@@ -647,6 +647,8 @@ def main(argv: list[str] | None = None) -> int:
                                    compare=compare if first_gt else None, device=args.device)
             if first_gt and compare and (truth := scene.gt_frames(COMPARE_PATH)) is not None:
                 compare["truth"] = truth[min(len(truth), args.frames) - 1]
+                if (loop_truth := scene.loop_truth_frames(COMPARE_PATH)) is not None:
+                    compare["loop truth"] = loop_truth[min(len(loop_truth), args.frames) - 1]
                 write_compare(compare, out, f"{scene.name}, {COMPARE_PATH} path, frame {args.frames - 1}")
     except LoopscapeError as exc:
         print(f"error: {exc}", file=sys.stderr)
