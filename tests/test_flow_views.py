@@ -95,3 +95,21 @@ def test_occluded_moving_points_leave_the_view_mask() -> None:
     assert not vf.masks[1][:, hidden].any()  # covered by the nearer static strip
     assert vf.masks[1][:, far_cols[-1]].all()
     assert np.all(vf.depth[1][:, hidden] < 1.1)
+
+
+def test_surface_slope_stays_on_each_side_of_an_occlusion_edge():
+    """A near box in front of a far wall: the minmod slope next to the edge is its own side's (flat)
+    one, so a point moving across the edge keeps its depth instead of jumping to the other surface;
+    on a slanted surface the slope is the true log-depth slope."""
+    from backend.stages.flows import surface_end_depth, surface_slope
+
+    depth = np.full((16, 24), 10.0)
+    depth[:, :12] = 2.0  # the box's edge between columns 11 and 12
+    s = surface_slope(depth)
+    assert np.allclose(s, 0.0)
+    uv = np.array([[11.5, 8.5], [12.5, 8.5]])
+    assert np.allclose(surface_end_depth(s, uv, np.array([[1.0, 0.0], [-1.0, 0.0]]), np.array([2.0, 10.0])), [2.0, 10.0])
+    ramp = np.exp(0.02 * np.arange(24))[None, :] * np.ones((16, 1))
+    s = surface_slope(ramp)
+    assert np.allclose(s[..., 0], 0.02, atol=1e-6) and np.allclose(s[..., 1], 0.0)
+    assert np.isclose(surface_end_depth(s, np.array([[6.5, 4.5]]), np.array([[2.0, 0.0]]), np.array([3.0]))[0], 3.0 * np.exp(0.04))

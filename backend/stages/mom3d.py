@@ -9,7 +9,8 @@ Compared with the reference code (mean L1 over all pixels, SGD, ~200 steps, all 
 normalise per point (each point's loss is the mean over *its* visible views), fit only the masked
 points, optimise a per-point pixel-scaled parameter (d = theta * z / f, so one unit of theta is
 about one input pixel and one learning rate fits near and far points) with Adam and a plateau
-schedule, and stop on convergence. The start is the input view's flow lifted at the point's depth.
+schedule, and stop on convergence. The start is the input view's flow lifted onto the surface
+(``flows.surface_end_depth``).
 
 Consistency metric (pixels at the working resolution), one operator for before and after: a
 view's 2D flow g at a point p says only that p ends up on the view ray through P_v(p) + g. We lift
@@ -34,7 +35,7 @@ import torch
 
 from backend.model.camera import Camera
 from backend.infra.events import EventSink
-from backend.stages.flows import ViewFlows, sample_bilinear, unproject
+from backend.stages.flows import ViewFlows, sample_bilinear, surface_end_depth, surface_slope, unproject
 
 ZTEST_REL = 0.03  # visible when within 3 % of the z-buffer depth at the projected pixel
 
@@ -72,9 +73,9 @@ def optimize_3d_motion(points_xyz: np.ndarray, moving: np.ndarray, cameras: Sequ
     check; when it improved by less than ``rel_tol`` (relative) the rate drops by 3x, and the fit
     stops once the rate is under ``min_lr`` px or after ``iters`` steps. ``smooth_weight`` adds an
     L1 penalty between 4-neighbours in the input view (in pixel units). ``depth_weight`` is a
-    light L1 prior on motion along the input camera's axis: the views' baselines observe that
-    direction only weakly, and without a prior Adam lets it drift on noise (water surfaces
-    rising and sinking); strong multi-view evidence still overrides it.
+    light L1 prior on motion along the input camera's axis, towards the surface-following start:
+    the views' baselines observe that direction only weakly, and without a prior Adam lets it
+    drift on noise (water surfaces rising and sinking); strong multi-view evidence still overrides it.
     """
     t_start = time.perf_counter()
     xyz = np.asarray(points_xyz, np.float64)
@@ -93,7 +94,8 @@ def optimize_3d_motion(points_xyz: np.ndarray, moving: np.ndarray, cameras: Sequ
     f0 = float(np.sqrt(cam0.K[0, 0] * cam0.K[1, 1]))
     scale = np.abs(z0) / f0  # world units per input pixel at each point's depth
     init_flow = _masked_sample(view_flows.flows[input_index], view_flows.masks[input_index], uv0)
-    d_init = unproject(cam0, uv0 + init_flow, z0) - p
+    z_end = surface_end_depth(surface_slope(view_flows.depth[input_index]), uv0, init_flow, z0)
+    d_init = unproject(cam0, uv0 + init_flow, z_end) - p
 
     obs = _observations(p, cameras, view_flows, dev)
     P = torch.as_tensor(p, dtype=torch.float64, device=dev)
@@ -106,7 +108,8 @@ def optimize_3d_motion(points_xyz: np.ndarray, moving: np.ndarray, cameras: Sequ
     pairs = _neighbour_pairs(uv0, cam0.width, cam0.height, dev) if smooth_weight > 0 else None
 
     axis0 = torch.as_tensor(cam0.w2c[2, :3], dtype=torch.float64, device=dev)  # input camera's viewing axis
-    theta = torch.as_tensor(d_init / scale[:, None], dtype=torch.float64, device=dev).clone().requires_grad_(True)
+    theta_init = torch.as_tensor(d_init / scale[:, None], dtype=torch.float64, device=dev)
+    theta = theta_init.clone().requires_grad_(True)
 
     def data_loss(th: torch.Tensor) -> torch.Tensor:
         r = (_project(Rt, P + th * S) - obs.uv - obs.target).abs().sum(-1)  # (V, M) L1 in px
@@ -117,7 +120,7 @@ def optimize_3d_motion(points_xyz: np.ndarray, moving: np.ndarray, cameras: Sequ
         if pairs is not None:
             loss = loss + smooth_weight * (th[pairs[0]] - th[pairs[1]]).abs().sum(-1).mean()
         if depth_weight > 0:
-            loss = loss + depth_weight * (th @ axis0).abs().mean()
+            loss = loss + depth_weight * ((th - theta_init) @ axis0).abs().mean()
         return loss
 
     with torch.no_grad():
@@ -302,16 +305,17 @@ CACHED = True
 # Neighbour smoothness of the 3D-MOM fit (L1, input pixels): without it, per-point noise makes
 # neighbouring Gaussians drift at slightly different speeds and tears textures into streaks.
 SMOOTH = 0.2
+LIFT = "surface"  # how the 2D motion's end is lifted (flows module doc); part of the cache key
 
 
 def params(ctx) -> dict:
-    return {"mom3d": ctx.job.mom3d, "iters": ctx.preset.mom3d_iters, "smooth": SMOOTH}
+    return {"mom3d": ctx.job.mom3d, "iters": ctx.preset.mom3d_iters, "smooth": SMOOTH, "lift": LIFT}
 
 
 def run(ctx, image, lift, multiview, flows, mask) -> Motion3D:
     moving = mask.reshape(-1)[lift.pixel]
     if not ctx.job.mom3d:
-        return input_view_motion(lift.xyz, moving, image.camera, flows.input_view)
+        return input_view_motion(lift.xyz, moving, image.camera, flows.input_view, flows.views.depth[0])
     return optimize_3d_motion(lift.xyz, moving, multiview.cameras, flows.views, iters=ctx.preset.mom3d_iters,
                               device=str(ctx.device), events=ctx.events, smooth_weight=SMOOTH)
 
@@ -320,9 +324,10 @@ def report(motion: Motion3D) -> dict:
     return {k: round(float(v), 5) if isinstance(v, (float, np.floating)) else v for k, v in motion.metrics.items()}
 
 
-def input_view_motion(xyz: np.ndarray, moving: np.ndarray, cam: Camera, flow0: np.ndarray) -> Motion3D:
-    """The "without 3D-MOM" ablation: the input view's 2D flow lifted at each point's depth, no multi-view fit."""
+def input_view_motion(xyz: np.ndarray, moving: np.ndarray, cam: Camera, flow0: np.ndarray, depth0: np.ndarray) -> Motion3D:
+    """The "without 3D-MOM" ablation: the input view's 2D flow lifted onto the surface of the input
+    view's depth ``depth0`` (H, W), no multi-view fit."""
     uv, z = cam.project(xyz.astype(np.float64))
     f = sample_bilinear(flow0, uv) * moving[:, None]
-    vel = (unproject(cam, uv + f, z) - xyz).astype(np.float32) * moving[:, None]
+    vel = (unproject(cam, uv + f, surface_end_depth(surface_slope(depth0), uv, f, z)) - xyz).astype(np.float32) * moving[:, None]
     return Motion3D(vel, moving, {"mom3d": False})

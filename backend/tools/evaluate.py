@@ -16,7 +16,7 @@
   (:func:`hints_from_flow`), as an artist would; motion fidelity is still scored against the truth.
 
 Variants: ``ours`` (the --quality preset), ``ours-true-depth`` (GT scenes), ``no-3dmom`` (no
-multi-view fit: the input view's flow lifted at each point's depth), ``3dphoto`` (2D cinemagraph
+multi-view fit: the input view's flow lifted onto the surface), ``3dphoto`` (2D cinemagraph
 warped by depth, backend.tools.baseline_3dphoto), and ``--qualities draft,final`` adds slower presets
 (opt-in: they do not fit the 15-minute run). ``--no-ablations`` leaves out the true-depth and
 no-3dmom variants, for preset comparisons where only the presets and the baseline matter.
