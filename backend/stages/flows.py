@@ -16,10 +16,10 @@ Surface-following lift: a 2D motion says where a point goes in the photo, not ho
 changes. Water, clouds on the sky and smoke over a slope move along the surface the photo shows,
 so the end of one frame's motion is lifted at the depth the input view's surface has there:
 z exp(grad(log z) . flow), with the log-depth slope taken one-sided (minmod) so that it does not
-jump across an occlusion edge. Lifting both ends at the same depth (the paper's reading, and
-ours before) moves water that flows away from the camera off its surface: on a synthetic scene
-the copies sat 9% short of the true depth after eight frames, which shows as parallax error from
-every camera that moves towards them.
+jump across an occlusion edge. Lifting both ends at the same depth, as this stage did before,
+moves water that flows away from the camera off its surface: on a synthetic scene the copies sat
+9% short of the true depth after eight frames, which shows as parallax error from every camera
+that moves towards them.
 """
 from __future__ import annotations
 
