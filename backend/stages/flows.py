@@ -153,6 +153,12 @@ def surface_end_depth(slope: np.ndarray, uv: np.ndarray, flow: np.ndarray, z: np
     return np.asarray(z, np.float64) * np.exp(np.clip(step, -MAX_SURFACE_STEP, MAX_SURFACE_STEP))
 
 
+def lift_onto_surface(camera: Camera, slope: np.ndarray, uv: np.ndarray, flow: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """World end points (N, 3) of motions ``flow`` (N, 2) px from pixels ``uv`` (N, 2) at depth ``z`` of
+    ``camera``: the end pixel lifted at :func:`surface_end_depth`."""
+    return unproject(camera, np.asarray(uv, np.float64) + flow, surface_end_depth(slope, uv, flow, z))
+
+
 def input_view_flow(inputs: MotionInputs, image: np.ndarray | None = None, estimator: FlowEstimator | None = None) -> np.ndarray:
     """The input view's dense flow (H, W, 2) px/frame: the given dense flow, or the densified hints."""
     if inputs.flow is not None:
@@ -180,12 +186,12 @@ def estimate_view_flows(points_xyz: np.ndarray, point_moving: np.ndarray, point_
     if inputs.flow is not None:
         # dense flow: each moving point's end position, lifted onto the surface
         f0 = sample_bilinear(inputs.flow, uv0) * moving[:, None]
-        per_point_end = unproject(cam0, uv0 + f0, surface_end_depth(slope, uv0, f0, z0))
+        per_point_end = lift_onto_surface(cam0, slope, uv0, f0, z0)
     else:
         hint_xy, hint_vel = inputs.hint_arrays()
         hz = _depth_at(depth0, valid0, hint_xy)
         hint_s3 = unproject(cam0, hint_xy, hz)
-        hint_e3 = unproject(cam0, hint_xy + hint_vel, surface_end_depth(slope, hint_xy, hint_vel, hz))
+        hint_e3 = lift_onto_surface(cam0, slope, hint_xy, hint_vel, hz)
         anc = inputs.anchor_array()
         anc3 = unproject(cam0, anc, _depth_at(depth0, valid0, anc)) if len(anc) else np.zeros((0, 3))
 

@@ -10,7 +10,7 @@ normalise per point (each point's loss is the mean over *its* visible views), fi
 points, optimise a per-point pixel-scaled parameter (d = theta * z / f, so one unit of theta is
 about one input pixel and one learning rate fits near and far points) with Adam and a plateau
 schedule, and stop on convergence. The start is the input view's flow lifted onto the surface
-(``flows.surface_end_depth``).
+(``flows.lift_onto_surface``).
 
 Consistency metric (pixels at the working resolution), one operator for before and after: a
 view's 2D flow g at a point p says only that p ends up on the view ray through P_v(p) + g. We lift
@@ -35,7 +35,7 @@ import torch
 
 from backend.model.camera import Camera
 from backend.infra.events import EventSink
-from backend.stages.flows import ViewFlows, sample_bilinear, surface_end_depth, surface_slope, unproject
+from backend.stages.flows import ViewFlows, lift_onto_surface, sample_bilinear, surface_slope
 
 ZTEST_REL = 0.03  # visible when within 3 % of the z-buffer depth at the projected pixel
 
@@ -94,8 +94,7 @@ def optimize_3d_motion(points_xyz: np.ndarray, moving: np.ndarray, cameras: Sequ
     f0 = float(np.sqrt(cam0.K[0, 0] * cam0.K[1, 1]))
     scale = np.abs(z0) / f0  # world units per input pixel at each point's depth
     init_flow = _masked_sample(view_flows.flows[input_index], view_flows.masks[input_index], uv0)
-    z_end = surface_end_depth(surface_slope(view_flows.depth[input_index]), uv0, init_flow, z0)
-    d_init = unproject(cam0, uv0 + init_flow, z_end) - p
+    d_init = lift_onto_surface(cam0, surface_slope(view_flows.depth[input_index]), uv0, init_flow, z0) - p
 
     obs = _observations(p, cameras, view_flows, dev)
     P = torch.as_tensor(p, dtype=torch.float64, device=dev)
@@ -329,5 +328,5 @@ def input_view_motion(xyz: np.ndarray, moving: np.ndarray, cam: Camera, flow0: n
     view's depth ``depth0`` (H, W), no multi-view fit."""
     uv, z = cam.project(xyz.astype(np.float64))
     f = sample_bilinear(flow0, uv) * moving[:, None]
-    vel = (unproject(cam, uv + f, surface_end_depth(surface_slope(depth0), uv, f, z)) - xyz).astype(np.float32) * moving[:, None]
+    vel = (lift_onto_surface(cam, surface_slope(depth0), uv, f, z) - xyz).astype(np.float32) * moving[:, None]
     return Motion3D(vel, moving, {"mom3d": False})

@@ -220,13 +220,15 @@ class Scene:
             fr = np.stack([cv2.resize(f, (self.W, self.H), interpolation=cv2.INTER_AREA) for f in fr])
         return fr
 
-    def loop_truth_frames(self, name: str) -> np.ndarray | None:
+    def loop_truth_frames(self, name: str, now: np.ndarray | None = None) -> np.ndarray | None:
         """The loop truth of a path (``backend.tools.synthetic.scene``): frame t of its true video
         blended with the same camera's render one loop earlier, (1 - t/N) T(t) + (t/N) T(t - N), N
-        the video's length; None for scenes generated without those renders."""
+        the video's length; None for scenes generated without those renders. ``now``: the true
+        video when the caller has read it already."""
         from backend.tools.synthetic.scene import PREVIOUS_LOOP
 
-        now, before = self.gt_frames(name), self.gt_frames(f"{name}/{PREVIOUS_LOOP}")
+        now = self.gt_frames(name) if now is None else now
+        before = self.gt_frames(f"{name}/{PREVIOUS_LOOP}")
         if now is None or before is None or len(before) != len(now) - 1:
             return None
         n = len(now)
@@ -316,7 +318,7 @@ def score_video(frames: np.ndarray, scene: Scene | None, path_name: str, result:
         k = min(len(gt), n)
         masks = scene.view_masks(path_name, n)[:k]
         out.update(reference_metrics(frames[:k], gt[:k], masks, lpips=lpips))
-        loop_truth = scene.loop_truth_frames(path_name)
+        loop_truth = scene.loop_truth_frames(path_name, gt)
         if loop_truth is not None:
             lm = reference_metrics(frames[:k], loop_truth[:k], masks, lpips=lpips, whole=False)
             out.update({"l" + key: v for key, v in lm.items()})  # m_psnr -> lm_psnr
@@ -647,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
                                    compare=compare if first_gt else None, device=args.device)
             if first_gt and compare and (truth := scene.gt_frames(COMPARE_PATH)) is not None:
                 compare["truth"] = truth[min(len(truth), args.frames) - 1]
-                if (loop_truth := scene.loop_truth_frames(COMPARE_PATH)) is not None:
+                if (loop_truth := scene.loop_truth_frames(COMPARE_PATH, truth)) is not None:
                     compare["loop truth"] = loop_truth[min(len(loop_truth), args.frames) - 1]
                 write_compare(compare, out, f"{scene.name}, {COMPARE_PATH} path, frame {args.frames - 1}")
     except LoopscapeError as exc:
