@@ -1,8 +1,9 @@
 """4D training: learn the deformation residuals on top of the explicit looping motion.
 
 Stage one (the static 3D Gaussians at t = 0 over all views) happens upstream in ``train3d``;
-its result comes in as ``gaussians``. Stage two, here, fits the HexPlane deformation to videos
-from a few views: at the input view the 2D loop's two copies (``loop2d.loop_copies``, the real
+its result comes in as ``gaussians``. Stage two, here, fits the HexPlane deformation, and with it
+the moving Gaussians' canonical colour and opacity (4D-GS also trains its canonical Gaussians in
+this stage), to videos from a few views: at the input view the 2D loop's two copies (``loop2d.loop_copies``, the real
 training signal), each against its own render layer, and a few side views whose pseudo ground
 truth is the explicit 3D loop's layers rendered from them. The side views keep the corrections
 consistent with the 3D motion where the input view cannot see depth.
@@ -16,6 +17,13 @@ different texture), so the copy a frame mostly shows is the one trained there. O
 evaluation (128 px, 3 scenes, keep-best on appearance alone) squared weights beat plain ones on all
 five paths (masked PSNR up to +0.01 dB, masked LPIPS -0.0001 to -0.0003); with the blended target
 draft's masked LPIPS was above preview's on three paths.
+
+Why appearance: the 3D fit tunes the moving Gaussians to the photo at pixel centres, and alpha
+compositing of overlapping one-pixel Gaussians interpolates poorly in between, so a copy moved by a
+fraction of a pixel renders 2-3 dB further from the truth than the still image resampled (synthetic
+scene 2, frame 1). The smooth deformation field cannot fix that per Gaussian; a colour and opacity
+residual per moving Gaussian, shared by all frames and both copies, can. Frame 0 (the photo) stays
+in the input view's training frames, so the still loop start keeps its fit.
 """
 from __future__ import annotations
 
@@ -25,7 +33,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from backend.model.camera import Camera, project_points
 from backend.model.deform4d import DeformConfig, Deformation4D, bake, deformed_state
@@ -44,6 +52,11 @@ STAGE = "gaussians4d"
 class Train4DConfig:
     lr_planes: float = 1e-2
     lr_mlp: float = 2e-3
+    # Canonical appearance of the moving Gaussians, half 3DGS's rates. On the synthetic evaluation
+    # (128 px, draft) 3DGS's full rates left draft 0.004 dB behind preview on zoom-in, masked PSNR;
+    # half rates put it ahead on every path and metric. 0 leaves that part of the appearance alone.
+    lr_colour: float = 1.25e-3
+    lr_opacity: float = 0.025
     # L1 alone, as 4D-GS trains its deformation: with 0.2 D-SSIM the field sharpened the loop's
     # backward copy and cost up to 0.02 dB masked PSNR on one synthetic scene.
     lambda_dssim: float = 0.0
@@ -59,7 +72,7 @@ class Train4DConfig:
     # deformation rates the same way); constant rates left the loss bouncing to the end.
     warmup: float = 0.05  # fraction of the iterations
     lr_final: float = 0.3  # 0.05 lost 3 dB in a 100-step run; 0.3 matched constant rates there and damps long runs
-    grad_clip: float = 1.0  # max global gradient norm: one bad frame pair cannot throw the field
+    grad_clip: float = 1.0  # max gradient norm of the field: one bad frame pair cannot throw it
     check_every: float = 0.1  # held-out check period, as a fraction of the iterations
     # Stop once the held-out error has not improved for this many steps. Draft's 150 steps never
     # reach it; final at 96 px once kept step 600 of 3000 (2400 steps, 76 min on a CPU, for
@@ -147,6 +160,44 @@ class _Trajectories:
         return (uv - self.target[t]).abs().sum(-1)[self.valid].mean() * self.scale
 
 
+class Appearance(nn.Module):
+    """Residuals on the moving Gaussians' canonical colour (SH DC) and opacity logit, shared by every
+    frame and both copies; zero is the 3D fit itself."""
+
+    def __init__(self, n_moving: int, device: torch.device | str = "cpu") -> None:
+        super().__init__()
+        self.sh0 = nn.Parameter(torch.zeros((n_moving, 3), device=device))
+        self.logit_opacity = nn.Parameter(torch.zeros(n_moving, device=device))
+
+    def apply(self, looped: LoopedGaussians) -> LoopedGaussians:
+        """``looped`` with the residuals added to its moving Gaussians (differentiable)."""
+        b, idx = looped.base, looped.moving_idx
+        base = Gaussians(means=b.means, quats=b.quats, log_scales=b.log_scales,
+                         logit_opacities=b.logit_opacities.index_add(0, idx, self.logit_opacity.to(b.logit_opacities.dtype)),
+                         sh0=b.sh0.index_add(0, idx, self.sh0.to(b.sh0.dtype)), moving=b.moving)
+        return LoopedGaussians(base, looped.n_frames, idx, looped.means, looped.quats, looped.log_scales)
+
+
+class Residuals4D(nn.Module):
+    """All the 4D training learns on top of the explicit loop: the deformation field and the moving
+    Gaussians' appearance. Zero-initialised, so the untrained state renders the explicit loop."""
+
+    def __init__(self, deform: Deformation4D, appearance: Appearance) -> None:
+        super().__init__()
+        self.deform = deform
+        self.appearance = appearance
+
+    def layers(self, preview: LoopedGaussians, t: int) -> tuple[tuple[Gaussians, Gaussians], Tensor]:
+        """Frame t's (forward, backward) render layers and the copies' positions (differentiable)."""
+        looped = self.appearance.apply(preview)
+        means, quats, scales = deformed_state(looped, self.deform, t)
+        return looped.layers_from(means, quats, scales), means
+
+    @torch.no_grad()
+    def bake(self, preview: LoopedGaussians) -> LoopedGaussians:
+        return bake(self.appearance.apply(preview), self.deform)
+
+
 @torch.no_grad()
 def _input_view_errors(loop: LoopedGaussians, cam: Camera, copies: LoopCopies) -> list[float]:
     """Per frame, the mean squared error of the two render layers against the 2D loop's two copies
@@ -166,7 +217,7 @@ def held_out_frames(n_frames: int) -> list[int]:
 
 
 @torch.no_grad()
-def _held_out_error(preview: LoopedGaussians, deform: Deformation4D, samples: "_TrainingSamples", held: list[int],
+def _held_out_error(preview: LoopedGaussians, model: Residuals4D, samples: "_TrainingSamples", held: list[int],
                     cfg: "Train4DConfig") -> float:
     """The training loss's data terms on frames it never sees: each layer against its copy (the same
     photometric loss and shares) plus the copies' trajectory error, weighted as in training. Judged
@@ -176,9 +227,8 @@ def _held_out_error(preview: LoopedGaussians, deform: Deformation4D, samples: "_
     n, cam, c = preview.n_frames, samples.cam_in, samples.copies
     errors = []
     for t in held:
-        means, quats, scales = deformed_state(preview, deform, t)
-        errors.append(float(_layer_loss(preview.layers_from(means, quats, scales), _copy_targets(c, t), t, n, cam,
-                                        cfg.lambda_dssim))
+        layers, means = model.layers(preview, t)
+        errors.append(float(_layer_loss(layers, _copy_targets(c, t), t, n, cam, cfg.lambda_dssim))
                       + cfg.w_trajectory * float(samples.trajectories.error(means, t)))
     return float(np.mean(errors))
 
@@ -215,7 +265,8 @@ class _TrainingSamples:
 
     def draw(self) -> tuple[int, Camera, _Targets]:
         n = self.preview.n_frames
-        # Frame 0 carries no residual (the gate is zero there), so sample frames 1 .. N-1.
+        # Frame 0 carries no motion residual (the gate is zero there): side views sample 1 .. N-1;
+        # the input view's ``train_frames`` hold it when the appearance is trained.
         t = int(torch.randint(1, n, (1,), generator=self.gen))
         if not self.side_cameras or float(torch.rand(1, generator=self.gen)) < self.p_input_view:
             t = self.train_frames[int(torch.randint(0, len(self.train_frames), (1,), generator=self.gen))]
@@ -259,9 +310,9 @@ def _layer_loss(layers: tuple[Gaussians, Gaussians], targets: _Targets, t: int, 
 
 @dataclass
 class _KeepBest:
-    """The deformation state with the lowest ``_held_out_error`` on held-out input-view frames.
+    """The learnt state with the lowest ``_held_out_error`` on held-out input-view frames.
 
-    The zero-initialised heads make the untrained field the explicit loop, so that is the state
+    The zero-initialised residuals make the untrained state the explicit loop, so that is the state
     to beat (iteration 0) on frames the optimiser never sees.
     """
 
@@ -270,18 +321,20 @@ class _KeepBest:
     state: dict[str, Tensor]
     iteration: int = 0
 
-    def offer(self, deform: Deformation4D, error: float, iteration: int) -> None:
+    def offer(self, model: Residuals4D, error: float, iteration: int) -> None:
         if np.isfinite(error) and error < self.error:
             self.error, self.iteration = error, iteration
-            self.state = {k: v.detach().clone() for k, v in deform.state_dict().items()}
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _optimise(deform: Deformation4D, preview: LoopedGaussians, samples: _TrainingSamples, best: _KeepBest,
+def _optimise(model: Residuals4D, preview: LoopedGaussians, samples: _TrainingSamples, best: _KeepBest,
               cfg: Train4DConfig, iters: int, events: EventSink) -> tuple[list[float], int]:
     """The training loop: returns the loss per applied step and the count of skipped (non-finite) steps."""
+    deform, app = model.deform, model.appearance
     plane_params = list(deform.planes.parameters())
     mlp_params = [p for n, p in deform.named_parameters() if not n.startswith("planes.")]
-    opt = torch.optim.Adam([{"params": plane_params, "lr": cfg.lr_planes}, {"params": mlp_params, "lr": cfg.lr_mlp}])
+    opt = torch.optim.Adam([{"params": plane_params, "lr": cfg.lr_planes}, {"params": mlp_params, "lr": cfg.lr_mlp},
+                            {"params": [app.sh0], "lr": cfg.lr_colour}, {"params": [app.logit_opacity], "lr": cfg.lr_opacity}])
     base_lrs = [g["lr"] for g in opt.param_groups]
     check_every = max(1, int(cfg.check_every * iters))
     report_every = max(1, iters // 50)
@@ -292,10 +345,10 @@ def _optimise(deform: Deformation4D, preview: LoopedGaussians, samples: _Trainin
         for g, lr in zip(opt.param_groups, base_lrs):
             g["lr"] = lr * cfg.lr_factor(it, iters)
         t, cam, targets = samples.draw()
-        state = deformed_state(preview, deform, t)
+        layers, means = model.layers(preview, t)
         reg = deform.regularisers()
-        loss = (_layer_loss(preview.layers_from(*state), targets, t, n, cam, cfg.lambda_dssim)
-                + cfg.w_trajectory * samples.trajectories.error(state[0], t)
+        loss = (_layer_loss(layers, targets, t, n, cam, cfg.lambda_dssim)
+                + cfg.w_trajectory * samples.trajectories.error(means, t)
                 + cfg.w_tv * reg["tv"] + cfg.w_time_smooth * reg["time_smooth"] + cfg.w_time_l1 * reg["time_l1"])
         opt.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):  # one bad sample must not poison Adam's moments
@@ -306,7 +359,7 @@ def _optimise(deform: Deformation4D, preview: LoopedGaussians, samples: _Trainin
         opt.step()
         losses.append(float(loss.detach()))
         if (it + 1) % check_every == 0 or it + 1 == iters:
-            best.offer(deform, _held_out_error(preview, deform, samples, best.held, cfg), it + 1)
+            best.offer(model, _held_out_error(preview, model, samples, best.held, cfg), it + 1)
             if it + 1 - best.iteration >= cfg.patience and it + 1 < iters:
                 events.log(f"4D training stopped at step {it + 1} of {iters}: no held-out improvement since "
                            f"step {best.iteration}", stage=STAGE)
@@ -354,25 +407,27 @@ def train_4d(
                              "Paint a motion mask over the water, clouds or smoke.")
     gen = seeded_generator(seed)  # CPU: frame and view choices are host decisions, the same on every device
     torch.manual_seed(seed)
-    deform = Deformation4D.for_loop(preview, cfg.deform, view=cam_in)
+    model = Residuals4D(Deformation4D.for_loop(preview, cfg.deform, view=cam_in), Appearance(preview.n_moving, dev))
     held = held_out_frames(n_frames)
+    moved = [t for t in range(1, n_frames) if t not in held] or list(range(1, n_frames))
+    # The still frame holds the appearance to the photo; without an appearance to train it teaches nothing.
+    still = [0] if cfg.lr_colour > 0 or cfg.lr_opacity > 0 else []
     samples = _TrainingSamples(preview, cam_in, copies, _Trajectories.of(preview, cam_in, copies), side_cameras,
-                               [t for t in range(1, n_frames) if t not in held] or list(range(1, n_frames)),
-                               cfg.p_input_view, gen)
+                               still + moved, cfg.p_input_view, gen)
 
     events.progress(STAGE, 0.0, message="rendering the preview loop at the input view")
     mse_before = _input_view_errors(preview, cam_in, copies)
-    best = _KeepBest(held, _held_out_error(preview, deform, samples, held, cfg),
-                     {k: v.detach().clone() for k, v in deform.state_dict().items()})
+    best = _KeepBest(held, _held_out_error(preview, model, samples, held, cfg),
+                     {k: v.detach().clone() for k, v in model.state_dict().items()})
     t_loop = time.perf_counter()
-    losses, skipped = _optimise(deform, preview, samples, best, cfg, iters, events)
+    losses, skipped = _optimise(model, preview, samples, best, cfg, iters, events)
     steps_run = len(losses) + skipped
     t_iters = time.perf_counter() - t_loop
     if skipped:
         events.warning(f"4D training skipped {skipped} of {iters} steps whose loss was not finite.")
 
-    deform.load_state_dict(best.state)
-    result, kept, best_iter = bake(preview, deform), "trained", best.iteration
+    model.load_state_dict(best.state)
+    result, kept, best_iter = model.bake(preview), "trained", best.iteration
     mse_after = _input_view_errors(result, cam_in, copies)
     if best_iter == 0 or not np.isfinite(np.mean(mse_after)) or np.mean(mse_after) > np.mean(mse_before):
         # Never end worse than the start: the explicit loop is a complete, valid result.
@@ -402,7 +457,7 @@ SIDE_VIEWS = 4  # fan views whose explicit loop holds the correction in 3D
 BACKDROP_PUSH = 1.15  # backdrop depth factor: behind the moving layer, beyond its depth spread
 
 
-RECIPE = "per-copy-traj-l1-sq-travel-4"  # bump when training changes, so cached trained loops are not reused
+RECIPE = "per-copy-traj-l1-sq-travel-4-warp-appearance"  # bump when training changes, so cached trained loops are not reused
 
 
 @dataclass

@@ -140,9 +140,9 @@ class LoopCopies:
     mixes them per pixel by splat density, which a layered render cannot reproduce, and a loss on
     the blend cannot say which copy is wrong where."""
 
-    forward: torch.Tensor  # (N, H, W, 3) the still image splatted along D_t alone, normalised alone
+    forward: torch.Tensor  # (N, H, W, 3) the still image carried along D_t (see ``loop_copies``)
     backward: torch.Tensor  # (N, H, W, 3) along the backward displacement D_{N-t}
-    forward_valid: torch.Tensor  # (N, H, W) 0 at masked pixels no splat reached (filled, not observed)
+    forward_valid: torch.Tensor  # (N, H, W) 0 at masked pixels whose content the still image lacks
     backward_valid: torch.Tensor
     # (N, H, W, 2) where each pixel of the still image is at frame t in each copy: D_t and D_{N-t}
     forward_displacement: torch.Tensor
@@ -153,30 +153,55 @@ class LoopCopies:
         return int(self.forward.shape[0])
 
 
+INVERSE_STEPS = 6  # fixed-point steps per frame, warm-started from the neighbouring frame's answer
+INVERSE_TOLERANCE = 0.1  # px: a pixel whose source does not map back this close is left a hole
+
+
+def _sample(img: torch.Tensor, pos: torch.Tensor, mode: str, padding: str = "border") -> torch.Tensor:
+    """``img`` (1, C, H, W) at pixel positions ``pos`` (H, W, 2) (centres at +0.5) -> (H, W, C)."""
+    H, W = img.shape[-2:]
+    grid = torch.stack([2.0 * pos[..., 0] / W - 1.0, 2.0 * pos[..., 1] / H - 1.0], -1)[None]
+    return F.grid_sample(img, grid, mode=mode, padding_mode=padding, align_corners=False)[0].permute(1, 2, 0)
+
+
 def loop_copies(rgb: np.ndarray, loop: LoopDisplacements, mask: np.ndarray, device: str | torch.device = "cpu") -> LoopCopies:
-    """Each copy of ``loop`` (made from ``rgb`` and ``mask``) splatted alone for t = 0 .. N-1; holes
-    show the still image."""
+    """Each copy of ``loop`` (made from ``rgb`` and ``mask``) alone for t = 0 .. N-1, resampled
+    sharply; holes show the still image.
+
+    The copy puts the still pixel x0 at x0 + D(x0). Splatting that forwards, as the loop frames do,
+    interpolates bilinearly and loses about a fifth of the texture's fine detail by frame N. Here each
+    pixel y finds its source instead, x0 = y - D(x0) by fixed-point steps, and samples the still
+    image there bicubically. The motion is the splat's; only the resampling differs. On the three
+    synthetic scenes (128 px, against the true video, frames 1-9 of the forward copy) that kept the
+    truth's high-frequency energy (5.2 against the splat's 4.0 and the truth's 5.1 on scene 2), was
+    0.9 / -0.1 / 0.6 dB closer, and cut LPIPS 2-3.5x. Sources outside the mask or off the image, and
+    pixels where the steps do not converge (a copy torn apart at the mask's edge), are holes.
+    """
     dev = torch.device(device)
     img = torch.as_tensor(np.asarray(rgb, np.float32), device=dev)
     H, W = img.shape[:2]
     n = loop.forward.shape[0] - 1  # N: the loop's length, whether or not its frames include frame N
-    mt = torch.as_tensor(np.asarray(mask, bool), device=dev).reshape(-1)
-    src = img.reshape(-1, 3)[mt]
+    m = torch.as_tensor(np.asarray(mask, bool), device=dev)
+    still = img.permute(2, 0, 1)[None]
+    inside = m.float()[None, None]
     ys, xs = _pixel_centres(H, W, dev)
-    base = torch.stack([xs, ys], dim=-1).reshape(-1, 2)[mt]
-    still = img.reshape(-1, 3)
+    base = torch.stack([xs, ys], dim=-1)
     fwd = torch.as_tensor(loop.forward, device=dev)
     bwd = torch.as_tensor(loop.backward, device=dev)
     colours = torch.empty((2, n, H, W, 3), dtype=torch.float32, device=dev)
     valid = torch.empty((2, n, H, W), dtype=torch.float32, device=dev)
-    for t in range(n):
-        for c, disp in enumerate((fwd[t], bwd[n - t])):
-            acc = torch.zeros((H * W, 3), device=dev)
-            wsum = torch.zeros(H * W, device=dev)
-            _splat(acc, wsum, src, base + disp.reshape(-1, 2)[mt], 1.0, W, H)
-            filled = (wsum > HOLE_WEIGHT) & mt
-            colours[c, t] = torch.where(filled[:, None], acc / wsum.clamp(min=HOLE_WEIGHT)[:, None], still).reshape(H, W, 3)
-            valid[c, t] = (filled | ~mt).float().reshape(H, W)
+    # Frame by frame in order of growing displacement, so each frame starts from the last one's sources.
+    for c, (disp, frames) in enumerate(((fwd, range(n)), (bwd, range(n - 1, -1, -1)))):
+        src = base.clone()
+        for t in frames:
+            d = disp[t if c == 0 else n - t].permute(2, 0, 1)[None]
+            for _ in range(INVERSE_STEPS):
+                src = base - _sample(d, src, "bilinear")
+            converged = (src + _sample(d, src, "bilinear") - base).norm(dim=-1) < INVERSE_TOLERANCE
+            known = _sample(inside, src, "bilinear", padding="zeros")[..., 0] > 0.5
+            ok = m & converged & known
+            colours[c, t] = torch.where(ok[..., None], _sample(still, src, "bicubic").clamp(0.0, 1.0), img)
+            valid[c, t] = (ok | ~m).float()
     steps = torch.arange(n, device=dev)
     return LoopCopies(colours[0], colours[1], valid[0], valid[1], fwd[steps], bwd[n - steps])
 
