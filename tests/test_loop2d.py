@@ -140,8 +140,8 @@ def test_copies_keep_fine_texture_under_sub_pixel_motion() -> None:
         sx, sy = xs - t * v[0], ys - t * v[1]
         assert not ok[(sx < 0) | (sy < 0)].any() and ok[(sx > 1) & (sy > 1)].all()
         acc, wsum = torch.zeros(H * W, 3), torch.zeros(H * W)
-        loop2d._splat(acc, wsum, torch.as_tensor(rgb).reshape(-1, 3), centres + torch.as_tensor(disp.forward[t]).reshape(-1, 2),
-                      1.0, W, H)
+        moved = centres + torch.as_tensor(disp.forward[t]).reshape(-1, 2)
+        loop2d._splat(acc, wsum, torch.as_tensor(rgb).reshape(-1, 3), moved, 1.0, W, H)
         splat = (acc / wsum.clamp(min=1e-3)[:, None]).reshape(H, W, 3).numpy()
         psnr = lambda x: -10 * np.log10(((x - truth)[ok] ** 2).mean())  # noqa: E731
         assert psnr(c.forward[t].numpy()) > 35.0  # 41 and 38 dB here

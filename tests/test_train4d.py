@@ -107,7 +107,8 @@ def test_training_corrects_the_moving_gaussians_colour(one_thread):
     from contract.splats import SH_C0
 
     runs = {}
-    for name, cfg in (("motion only", Train4DConfig(lr_colour=0.0, lr_opacity=0.0)), ("with appearance", Train4DConfig())):
+    configs = {"motion only": Train4DConfig(lr_colour=0.0, lr_opacity=0.0), "with appearance": Train4DConfig()}
+    for name, cfg in configs.items():
         torch.manual_seed(0)
         g, vel, mask, cam, side, copies = make_scene()
         g.sh0[g.moving] += 0.03 / SH_C0

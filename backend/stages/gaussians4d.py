@@ -3,10 +3,10 @@
 Stage one (the static 3D Gaussians at t = 0 over all views) happens upstream in ``train3d``;
 its result comes in as ``gaussians``. Stage two, here, fits the HexPlane deformation, and with it
 the moving Gaussians' canonical colour and opacity (4D-GS also trains its canonical Gaussians in
-this stage), to videos from a few views: at the input view the 2D loop's two copies (``loop2d.loop_copies``, the real
-training signal), each against its own render layer, and a few side views whose pseudo ground
-truth is the explicit 3D loop's layers rendered from them. The side views keep the corrections
-consistent with the 3D motion where the input view cannot see depth.
+this stage), to videos from a few views: at the input view the 2D loop's two copies
+(``loop2d.loop_copies``, the real training signal), each against its own render layer, and a few
+side views whose pseudo ground truth is the explicit 3D loop's layers rendered from them. The side
+views keep the corrections consistent with the 3D motion where the input view cannot see depth.
 
 Why per copy: a frame of the 2D loop blends its copies per pixel by splat density, a layered
 render blends them by the frame's weights alone, so a loss on the blended frame asks for
@@ -172,8 +172,8 @@ class Appearance(nn.Module):
     def apply(self, looped: LoopedGaussians) -> LoopedGaussians:
         """``looped`` with the residuals added to its moving Gaussians (differentiable)."""
         b, idx = looped.base, looped.moving_idx
-        base = Gaussians(means=b.means, quats=b.quats, log_scales=b.log_scales,
-                         logit_opacities=b.logit_opacities.index_add(0, idx, self.logit_opacity.to(b.logit_opacities.dtype)),
+        logits = b.logit_opacities.index_add(0, idx, self.logit_opacity.to(b.logit_opacities.dtype))
+        base = Gaussians(means=b.means, quats=b.quats, log_scales=b.log_scales, logit_opacities=logits,
                          sh0=b.sh0.index_add(0, idx, self.sh0.to(b.sh0.dtype)), moving=b.moving)
         return LoopedGaussians(base, looped.n_frames, idx, looped.means, looped.quats, looped.log_scales)
 
@@ -334,7 +334,8 @@ def _optimise(model: Residuals4D, preview: LoopedGaussians, samples: _TrainingSa
     plane_params = list(deform.planes.parameters())
     mlp_params = [p for n, p in deform.named_parameters() if not n.startswith("planes.")]
     opt = torch.optim.Adam([{"params": plane_params, "lr": cfg.lr_planes}, {"params": mlp_params, "lr": cfg.lr_mlp},
-                            {"params": [app.sh0], "lr": cfg.lr_colour}, {"params": [app.logit_opacity], "lr": cfg.lr_opacity}])
+                            {"params": [app.sh0], "lr": cfg.lr_colour},
+                            {"params": [app.logit_opacity], "lr": cfg.lr_opacity}])
     base_lrs = [g["lr"] for g in opt.param_groups]
     check_every = max(1, int(cfg.check_every * iters))
     report_every = max(1, iters // 50)

@@ -9,6 +9,9 @@ unmoved forward copy counts and at t = N only the unmoved backward copy, so fram
 frame 0 bit for bit and the video loops. Both splats accumulate into one buffer with bilinear
 kernels and are normalised once; pixels nothing lands on fall back to the still image, and
 pixels outside the mask are the still image, unchanged.
+
+The 4D training's targets, each copy on its own (``loop_copies``), take the same displacements but
+are resampled by inverse warping, which keeps the texture's fine detail.
 """
 from __future__ import annotations
 
@@ -164,7 +167,8 @@ def _sample(img: torch.Tensor, pos: torch.Tensor, mode: str, padding: str = "bor
     return F.grid_sample(img, grid, mode=mode, padding_mode=padding, align_corners=False)[0].permute(1, 2, 0)
 
 
-def loop_copies(rgb: np.ndarray, loop: LoopDisplacements, mask: np.ndarray, device: str | torch.device = "cpu") -> LoopCopies:
+def loop_copies(rgb: np.ndarray, loop: LoopDisplacements, mask: np.ndarray,
+                device: str | torch.device = "cpu") -> LoopCopies:
     """Each copy of ``loop`` (made from ``rgb`` and ``mask``) alone for t = 0 .. N-1, resampled
     sharply; holes show the still image.
 
