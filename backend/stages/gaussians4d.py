@@ -76,7 +76,8 @@ class Train4DConfig:
     check_every: float = 0.1  # held-out check period, as a fraction of the iterations
     # Stop once the held-out error has not improved for this many steps. Draft's 150 steps never
     # reach it; final at 96 px once kept step 600 of 3000 (2400 steps, 76 min on a CPU, for
-    # nothing). On draft's scene it now stops at 1200-2400 (96 and 128 px synthetic scenes).
+    # nothing). On draft's scene it stopped at 1200-2400 (96 and 128 px synthetic scenes); with the
+    # appearance residuals, at 2700 (96 px, step 2100 kept).
     patience: int = 600
     # Positions and rotations only: scale residuals shrank copies to sharpen the input view, which
     # opened gaps when the zoom-in path came close (synthetic scene 2, zoom-in: -0.027 dB
