@@ -173,7 +173,7 @@ def loop_copies(rgb: np.ndarray, loop: LoopDisplacements, mask: np.ndarray,
     sharply; holes show the still image.
 
     The copy puts the still pixel x0 at x0 + D(x0). Splatting that forwards, as the loop frames do,
-    interpolates bilinearly and loses about a fifth of the texture's fine detail by frame N. Here each
+    interpolates bilinearly and loses up to a fifth of the texture's fine detail. Here each
     pixel y finds its source instead, x0 = y - D(x0) by fixed-point steps, and samples the still
     image there bicubically. The motion is the splat's; only the resampling differs. On the three
     synthetic scenes (128 px, against the true video, frames 1-9 of the forward copy) that kept the
