@@ -32,12 +32,17 @@ def _layer_from_files(static: Gaussians, vertices: dict, states: dict, t: int) -
 
 
 def _deformed(L: LoopedGaussians) -> LoopedGaussians:
-    """The same loop with per-frame rotations and scales, as a trained 4D deformation gives."""
+    """The same loop with per-frame rotations and scales, and the moving Gaussians' colour and
+    opacity changed, as a trained 4D deformation gives."""
     steps = torch.arange(L.n_frames + 1, dtype=torch.float32)[:, None, None]
     canon = L.base.subset(L.moving_idx)
     q = canon.quats.repeat(2, 1)[None] + 0.05 * steps * torch.tensor([0.0, 1.0, 0.0, 0.0])
     s = canon.log_scales.repeat(2, 1)[None] + 0.02 * steps
-    return LoopedGaussians(L.base, L.n_frames, L.moving_idx, L.means, quats=q, log_scales=s)
+    b, idx = L.base, L.moving_idx
+    base = Gaussians(means=b.means, quats=b.quats, log_scales=b.log_scales,
+                     logit_opacities=b.logit_opacities.index_add(0, idx, torch.full((len(idx),), -0.5)),
+                     sh0=b.sh0.index_add(0, idx, torch.full((len(idx), 3), 0.3)), moving=b.moving)
+    return LoopedGaussians(base, L.n_frames, L.moving_idx, L.means, quats=q, log_scales=s)
 
 
 def make_loop(kind: str) -> tuple[LoopedGaussians, object]:
