@@ -52,12 +52,8 @@ def euler_integrate(flow: np.ndarray | torch.Tensor, steps: int, device: str | t
     base = torch.stack([xs, ys], dim=-1)  # (H, W, 2) pixel centres
     out = torch.zeros((steps + 1, H, W, 2), dtype=torch.float32, device=dev)
     d = torch.zeros((H, W, 2), dtype=torch.float32, device=dev)
-    norm = torch.tensor([2.0 / W, 2.0 / H], device=dev)
     for k in range(steps):
-        pos = base + d
-        grid = (pos * norm - 1.0)[None]  # align_corners=False: -1/+1 are the outer pixel edges
-        step = F.grid_sample(field, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0].permute(1, 2, 0)
-        d = d + step
+        d = d + _sample(field, base + d, "bilinear", padding="zeros")
         out[k + 1] = d
     return out
 
@@ -66,6 +62,15 @@ def _pixel_centres(H: int, W: int, device: torch.device) -> tuple[torch.Tensor, 
     """(ys, xs) (H, W) pixel-centre coordinates (+0.5) on ``device``."""
     ar = lambda n: torch.arange(n, dtype=torch.float32, device=device) + 0.5  # noqa: E731
     return torch.meshgrid(ar(H), ar(W), indexing="ij")
+
+
+def _sample(img: torch.Tensor, pos: torch.Tensor, mode: str, padding: str = "border") -> torch.Tensor:
+    """``img`` (1, C, H, W) at pixel positions ``pos`` (H, W, 2) (centres at +0.5) -> (H, W, C).
+
+    align_corners=False: the grid's -1 / +1 are the outer pixel edges."""
+    H, W = img.shape[-2:]
+    grid = (pos * torch.tensor([2.0 / W, 2.0 / H], device=pos.device) - 1.0)[None]
+    return F.grid_sample(img, grid, mode=mode, padding_mode=padding, align_corners=False)[0].permute(1, 2, 0)
 
 
 def _splat(acc: torch.Tensor, wsum: torch.Tensor, colors: torch.Tensor, pos: torch.Tensor, weight: float, W: int, H: int) -> None:
@@ -158,13 +163,6 @@ class LoopCopies:
 
 INVERSE_STEPS = 6  # fixed-point steps per frame, warm-started from the neighbouring frame's answer
 INVERSE_TOLERANCE = 0.1  # px: a pixel whose source does not map back this close is left a hole
-
-
-def _sample(img: torch.Tensor, pos: torch.Tensor, mode: str, padding: str = "border") -> torch.Tensor:
-    """``img`` (1, C, H, W) at pixel positions ``pos`` (H, W, 2) (centres at +0.5) -> (H, W, C)."""
-    H, W = img.shape[-2:]
-    grid = torch.stack([2.0 * pos[..., 0] / W - 1.0, 2.0 * pos[..., 1] / H - 1.0], -1)[None]
-    return F.grid_sample(img, grid, mode=mode, padding_mode=padding, align_corners=False)[0].permute(1, 2, 0)
 
 
 def loop_copies(rgb: np.ndarray, loop: LoopDisplacements, mask: np.ndarray,
