@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a motion arrow in photo pixels; speed defaults to length/50 px per frame (repeatable)")
     g.add_argument("--anchor", type=_anchor, action="append", metavar="X,Y", help="a pin that must not move (repeatable)")
     g.add_argument("--speed", type=float, help="global factor on arrow speeds (default 1)")
+    g.add_argument("--no-snap-mask", dest="snap_mask", action="store_false", default=None,
+                   help="keep the mask's edge exactly as painted (by default static pixels at its edge are left out)")
     g = run.add_argument_group("depth and camera")
     g.add_argument("--depth", help="auto (model if available, else prior) | model | prior | PATH to a depth file")
     g.add_argument("--depth-kind", choices=("depth", "disparity"), help="what a depth file holds (default depth)")
@@ -112,7 +114,7 @@ FLAG_TO_FIELD = {
     "image": "image", "mask": "mask", "labelme": "labelme", "flow": "flow", "speed": "speed",
     "depth": "depth", "depth_kind": "depth_kind", "depth_model": "depth_model", "path": "path",
     "frames": "frames", "fps": "fps", "max_side": "max_side", "quality": "quality", "device": "device",
-    "seed": "seed", "png_frames": "png_frames", "mom3d": "mom3d",
+    "seed": "seed", "png_frames": "png_frames", "mom3d": "mom3d", "snap_mask": "snap_mask",
     "full_ply_sequence": "full_ply_sequence",
 }
 

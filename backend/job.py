@@ -44,6 +44,7 @@ class JobSpec:
     png_frames: bool = False
     full_ply_sequence: bool = False  # also one full PLY per loop frame (the compact layout is always written)
     mom3d: bool = True  # False: use the per-view flows as they are (the paper's ablation)
+    snap_mask: bool = True  # release the static pixels at the mask's edge (backend.model.mask_edges)
     base_dir: str = "."  # relative paths in a job file resolve against the file's folder
 
     # ------------------------------------------------------------------ construction
@@ -106,6 +107,7 @@ class JobSpec:
         _type(self, "png_frames", bool)
         _type(self, "full_ply_sequence", bool)
         _type(self, "mom3d", bool)
+        _type(self, "snap_mask", bool)
         if not isinstance(self.hints, list):
             _bad("hints", self.hints, "a list of {start: [x, y], end: [x, y], speed}")
         for i, h in enumerate(self.hints):

@@ -114,6 +114,7 @@ def build_job(scene, work_dir: Path, device_default: str = "auto") -> dict:
                    "speed": (h.speed if h.speed > 0 else None)} for h in props.hints],
         "anchors": [[a.co[0], a.co[1]] for a in props.anchors],
         "speed": props.speed,
+        "snap_mask": props.snap_mask,
         "camera": camera,
         "path": {"width": W, "height": H, "frames": frames},
         "frames": props.frames,

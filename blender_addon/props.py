@@ -63,6 +63,9 @@ class LoopscapeSceneProps(bpy.types.PropertyGroup):
     anchors: CollectionProperty(type=LoopscapeAnchor)
     anchor_index: IntProperty(default=0)
     speed: FloatProperty(name="Speed", default=1.0, min=0.0, soft_max=5.0, description="Global factor on hint speeds")
+    snap_mask: BoolProperty(name="Snap Mask Edge", default=True,
+                            description="Leave out the static pixels a brush stroke took along at the mask's edge "
+                                        "(a mountain or a bank next to the sky or the water), so they do not drift")
     show_overlay: BoolProperty(name="Show Arrows", default=True)
     # Run
     quality: EnumProperty(name="Quality", items=QUALITY_ITEMS, default=DEFAULT_QUALITY)

@@ -70,6 +70,7 @@ def draw_motion(layout, context):
     sub.operator("loopscape.anchor_add", icon="ADD", text="")
     sub.operator("loopscape.anchor_remove", icon="REMOVE", text="")
     layout.prop(props, "speed")
+    layout.prop(props, "snap_mask")
     layout.prop(props, "show_overlay")
 
 

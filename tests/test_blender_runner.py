@@ -86,6 +86,7 @@ def test_job_file_carries_inputs_and_camera_path_in_backend_world(ran):
     assert job["hints"][0] == {"start": [5.0, 40.0], "end": [25.0, 40.0], "speed": None}
     assert job["hints"][1]["speed"] == 0.5 and job["anchors"] == [[50.0, 10.0], [50.0, 10.0]]
     assert job["speed"] == 1.5 and job["frames"] == N and job["device"] == "auto"
+    assert job["snap_mask"] is True  # the edge snap is on unless the artist turns it off
     K = np.array(job["camera"]["K"])
     assert job["camera"]["width"] == W and job["camera"]["height"] == H
     assert np.allclose(K, synthetic_frames(W, H, 1)["K"], atol=1e-3), "hero K is the photo's field of view"

@@ -57,6 +57,7 @@ class MotionInputs:
     anchors: list[tuple[float, float]] = field(default_factory=list)
     flow: np.ndarray | None = None  # (H, W, 2) float32 px/frame, zero outside the mask
     speed: float = 1.0
+    edge_released_px: int = 0  # mask pixels the edge snap made static (backend.model.mask_edges)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -103,7 +104,7 @@ def load_motion_inputs(
     all_hints: list[Hint] = []
     all_anchors: list[tuple[float, float]] = []
     if mask_path is not None:
-        mask = _load_mask(Path(mask_path), W, H)
+        mask = load_mask(Path(mask_path), W, H)
     if labelme_path is not None:
         poly_mask, lm_hints, lm_anchors = _load_labelme(Path(labelme_path), W, H, need_polygons=mask is None and flow_path is None)
         if poly_mask is not None:
@@ -142,7 +143,8 @@ def load_motion_inputs(
 
 # --- mask --------------------------------------------------------------------------------------
 
-def _load_mask(path: Path, W: int, H: int) -> np.ndarray:
+def load_mask(path: Path, W: int, H: int) -> np.ndarray:
+    """A mask image (white = moving) at (H, W) as bool."""
     if not path.is_file():
         raise LoopscapeError(f"motion mask not found: {path}.", "Check the path, or leave the mask out.")
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)

@@ -7,7 +7,7 @@ Every input is checked here, before any heavy stage (``io/input_checks.preflight
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,8 +16,10 @@ from backend.infra.errors import LoopscapeError
 from backend.io.image import InputImage, load_image, save_png
 from backend.io.input_checks import preflight
 from backend.io.motion_inputs import MotionInputs, load_motion_inputs
+from backend.infra.events import EventSink
 from backend.job import JobSpec
 from backend.model.camera import Camera, intrinsics_from_fov
+from backend.model.mask_edges import snap_mask_edges
 from contract.camera import DEFAULT_FOV_DEG
 
 if TYPE_CHECKING:
@@ -52,9 +54,28 @@ def run(ctx: StageContext) -> dict[str, object]:
         motion = load_motion_inputs(
             (W, H), img.original_size, mask_path=job.resolve(job.mask), labelme_path=job.resolve(job.labelme),
             flow_path=job.resolve(job.flow), hints=job.hints, anchors=job.anchors, speed=job.speed, events=ctx.events)
+        if job.snap_mask:
+            motion = snap_motion_mask(motion, img.rgb, ctx.events)
     checked = preflight(job, cam, motion)
     return {"image": Photo(img, cam), "mask": None if motion is None else motion.mask, "motion": motion,
             "path": checked.path_cams}
+
+
+def snap_motion_mask(motion: MotionInputs, rgb: np.ndarray, events: EventSink) -> MotionInputs:
+    """``motion`` with its mask's edge snapped to the photo (``mask_edges``): the static pixels a
+    brush took along are released, and a dense flow is zeroed there with them."""
+    snapped = snap_mask_edges(rgb, motion.mask)
+    if snapped.released == 0:
+        return motion
+    events.log(f"motion mask: {snapped.released} px of static edge left out of the moving region "
+               f"({100.0 * snapped.released / motion.mask.sum():.1f}% of the mask; snap_mask: false keeps it as painted)")
+    flow = None if motion.flow is None else motion.flow * snapped.mask[..., None]
+    return replace(motion, mask=snapped.mask, flow=flow, edge_released_px=snapped.released)
+
+
+def report(out: dict[str, object]) -> dict:
+    motion = out["motion"]
+    return {} if motion is None else {"mask_edge_released_px": motion.edge_released_px}
 
 
 def input_camera(job: JobSpec, original_size: tuple[int, int], working_size: tuple[int, int]) -> Camera:

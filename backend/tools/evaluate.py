@@ -14,6 +14,9 @@
 * ``--results DIR...``: score existing pipeline output folders (``--gt SCENE`` adds references).
 * ``--motion hints``: drive scenes that have a dense flow by arrows sampled from it
   (:func:`hints_from_flow`), as an artist would; motion fidelity is still scored against the truth.
+* ``--mask-slop PX``: give the jobs each mask grown by PX pixels, as a brush that strays over the
+  edge paints it (with ``--motion hints``, so the grown band moves); the metrics keep the true
+  mask, and the ``as-painted`` variant runs without the mask's edge snap (``model/mask_edges``).
 
 Variants: ``ours`` (the --quality preset), ``ours-true-depth`` (GT scenes), ``no-3dmom`` (no
 multi-view fit: the input view's flow lifted onto the surface), ``3dphoto`` (2D cinemagraph
@@ -126,7 +129,8 @@ class Scene:
     """A scene folder: image.png, mask.png, motion.npy or labelme.json; GT scenes add camera.json,
     depth.npy and gt/<path>/ (see backend.tools.synthetic.scene)."""
 
-    def __init__(self, folder: Path, max_side: int, motion: str = "flow") -> None:
+    def __init__(self, folder: Path, max_side: int, motion: str = "flow", mask_slop: int = 0,
+                 inputs_dir: Path | None = None) -> None:
         from backend.io.image import load_image
 
         if motion not in ("flow", "hints"):
@@ -135,6 +139,10 @@ class Scene:
         self.name = self.folder.name
         self.max_side = max_side
         self.motion = motion
+        # mask_slop > 0: the job gets the mask grown by that many working pixels, as a brush that
+        # strays over the edge paints it (written under inputs_dir); the metrics keep the true mask.
+        self.mask_slop = int(mask_slop) if (self.folder / "mask.png").exists() else 0
+        self.inputs_dir = Path(inputs_dir) if inputs_dir is not None else self.folder
         img = load_image(self.folder / "image.png", max_side)
         self.rgb = img.rgb.astype(np.float32)
         self.original_size = img.original_size
@@ -162,7 +170,22 @@ class Scene:
             own = self._own_motion(self.original_size)
             f.pop("flow")
             f["hints"] = hints_from_flow(own.flow, own.mask)  # in the photo's own pixels, as job hints are
+        if self.mask_slop:
+            f["mask"] = str(self._sloppy_mask_file().resolve())
         return f
+
+    def _sloppy_mask_file(self) -> Path:
+        """The scene's mask grown by ``mask_slop`` working pixels (a disc), at the mask file's size."""
+        from backend.io.atomic import atomic_path
+
+        m = cv2.imread(str(self.folder / "mask.png"), cv2.IMREAD_GRAYSCALE) > 127
+        r = max(1, round(self.mask_slop * max(m.shape) / max(self.W, self.H)))
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        out = self.inputs_dir / self.name / f"mask_slop{self.mask_slop}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out) as tmp:
+            cv2.imwrite(str(tmp), cv2.dilate(m.astype(np.uint8), disc) * 255)
+        return out
 
     def _own_motion(self, size: tuple[int, int]):
         """The scene's mask and dense flow (its own files, whatever drives the job) at ``size`` (W, H)."""
@@ -184,6 +207,16 @@ class Scene:
 
     @property
     def mask(self) -> np.ndarray:
+        """The moving region the metrics use: the scene's own, however the job's mask was painted."""
+        if self.mask_slop:
+            from backend.io.motion_inputs import load_mask
+
+            return load_mask(self.folder / "mask.png", self.W, self.H)
+        return self.inputs().mask
+
+    @property
+    def input_mask(self) -> np.ndarray:
+        """The mask the job is given (``mask`` grown by ``mask_slop``)."""
         return self.inputs().mask
 
     def true_flow(self) -> np.ndarray:
@@ -387,10 +420,13 @@ def run_ours(scene: Scene, variant: dict, paths: list[str], n_frames: int, work:
     job = base_job(scene, n_frames, variant.get("quality", "preview"))
     job["device"] = device
     job["mom3d"] = variant.get("mom3d", True)
+    job["snap_mask"] = variant.get("snap_mask", True)
     if variant.get("true_depth"):
         job["depth"] = str(scene.true_depth.resolve())
     run_dir = work / scene.name / (("true-depth" if variant.get("true_depth") else "auto-depth")
-                                   + ("-hints" if scene.motion == "hints" else ""))
+                                   + ("-hints" if scene.motion == "hints" else "")
+                                   + (f"-slop{scene.mask_slop}" if scene.mask_slop else "")
+                                   + ("-as-painted" if not job["snap_mask"] else ""))
     out = {}
     for name in paths:
         spec = JobSpec.from_dict(dict(job, path=scene.path(name, n_frames)), base_dir=scene.folder)
@@ -416,7 +452,7 @@ def run_baseline(scene: Scene, paths: list[str], n_frames: int) -> dict[str, tup
     for name in paths:
         t1 = time.time()
         video = render_3dphoto_baseline(scene.rgb, depth, scene.camera, flow, scene.path_cameras(name, n_frames),
-                                        n_frames, mask=scene.mask)
+                                        n_frames, mask=scene.input_mask)
         frames = np.round(video.frames * 255) / 255  # quantised like the pipeline's PNG frames
         out[name] = (frames, {"wall_seconds": time.time() - t1 + (time.time() - t0 if not out else 0.0)})
     return out
@@ -429,6 +465,8 @@ def variants_for(scene: Scene, quality: str, extra_qualities: list[str], baselin
         vs.append({"name": f"ours-{quality}-true-depth", "quality": quality, "true_depth": True})
     if ablations:
         vs.append({"name": f"no-3dmom-{quality}", "quality": quality, "mom3d": False})
+    if scene.mask_slop:  # what the snap is for: the same sloppy mask without it
+        vs.append({"name": f"as-painted-{quality}", "quality": quality, "snap_mask": False})
     if baseline:
         vs.append({"name": "3dphoto-baseline", "baseline": True})
     vs += [{"name": f"ours-{q}", "quality": q} for q in extra_qualities if q != quality]
@@ -599,6 +637,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=16, help="Cycles samples for synthetic scenes")
     ap.add_argument("--motion", default="flow", choices=("flow", "hints"),
                     help="drive scenes with a dense flow by their dense flow (default) or by arrows sampled from it")
+    ap.add_argument("--mask-slop", type=int, default=0, metavar="PX",
+                    help="give the jobs each scene's mask grown by PX working pixels (a brush over the edge) "
+                         "and add the as-painted variant (no edge snap); use with --motion hints")
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--no-ablations", action="store_true", help="leave out the true-depth and no-3dmom variants")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
@@ -609,6 +650,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     extra = [q for q in args.qualities.split(",") if q]
+    if args.mask_slop < 0:
+        print(f"error: --mask-slop must be 0 or more pixels, not {args.mask_slop}", file=sys.stderr)
+        return 2
     for q in extra:
         if q not in ("preview", "draft", "final"):
             print(f"error: unknown quality '{q}' in --qualities (use preview, draft, final)", file=sys.stderr)
@@ -641,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
         work = out / "runs"
         compare: dict[str, np.ndarray] = {}
         for folder in scenes:
-            scene = Scene(folder, args.max_side, args.motion)
+            scene = Scene(folder, args.max_side, args.motion, mask_slop=args.mask_slop, inputs_dir=out / "inputs")
             paths = [HERO] + ([p for p in args.paths.split(",") if p] if scene.has_gt else [])
             first_gt = scene.has_gt and not compare
             rows += evaluate_scene(scene, paths, args.frames, args.quality, work, extra, baseline=not args.no_baseline,
@@ -661,6 +705,7 @@ def main(argv: list[str] | None = None) -> int:
     kind = "synthetic GT scenes" if args.synthetic and not args.scenes else ("real scenes, no-reference metrics" if args.scenes else "results")
     title = (f"### Loopscape evaluation: {kind}; max side {args.max_side}, {args.frames} frames, main quality {args.quality}"
              + (", motion from arrows sampled from the true flow" if args.motion == "hints" else "")
+             + (f", masks grown by {args.mask_slop} px" if args.mask_slop else "")
              + (f", also {', '.join(extra)}" if extra else "; draft/final not run (opt-in: --qualities draft,final)"))
     print(write_table(rows, out, title))
     print(f"total {time.time() - t0:.0f} s; wrote {out / 'table.md'}, {out / 'table.csv'}, {out / 'plots.png'}"
