@@ -2,6 +2,7 @@
 import csv
 import json
 import importlib.util
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -184,6 +185,26 @@ def test_end_to_end_real_scene_mode(tmp_path):
     assert float(ours["stillness"]) < 0.01  # static terrain stays put
     assert ours["epe_after"] != ""
     assert "psnr" not in rows[0] or rows[0]["psnr"] == ""  # no ground truth: no reference metrics
+
+
+def test_mask_slop_grows_the_jobs_mask_and_keeps_the_true_one_for_the_metrics(tmp_path, capsys):
+    from backend.tools.evaluate import Scene, variants_for
+
+    folder = _scene_folder(tmp_path / "scenes") / "demo"
+    before = sorted(p.name for p in folder.iterdir())
+    exact = Scene(folder, 64)
+    sloppy = Scene(folder, 64, mask_slop=2, inputs_dir=tmp_path / "inputs")
+    assert np.array_equal(sloppy.mask, exact.mask)  # the metrics' moving region is the scene's own
+    grown = sloppy.input_mask
+    assert (grown >= exact.mask).all() and grown.sum() >= exact.mask.sum() + 2 * 64  # two rows more over the shore
+    job_mask = Path(sloppy.motion_files()["mask"])
+    assert job_mask.parent == tmp_path / "inputs" / "demo" and job_mask.is_file()
+    assert sorted(p.name for p in folder.iterdir()) == before  # the scene folder is not written to
+    names = {v["name"]: v for v in variants_for(sloppy, "preview", [], baseline=True, ablations=False)}
+    assert names["as-painted-preview"]["snap_mask"] is False and "ours-preview" in names
+    assert "as-painted-preview" not in {v["name"] for v in variants_for(exact, "preview", [], True, ablations=False)}
+    assert main(["--scenes", str(folder.parent), "--mask-slop", "-1", "--out", str(tmp_path / "e")]) == 2
+    assert "--mask-slop" in capsys.readouterr().err
 
 
 def _tiny_synthetic_eval(out, *flags: str) -> list[dict]:

@@ -144,3 +144,14 @@ def test_snapped_edge_stays_still_while_the_clouds_move(sloppy_runs):
     assert snapped[0] < 0.25 * as_painted[0]
     # the sky still moves (0.008 against 0.009 here)
     assert snapped[1] > 0.8 * as_painted[1] and snapped[1] > 0.005
+
+
+def test_the_snap_is_on_unless_the_job_turns_it_off(tmp_path):
+    from backend.cli import build_parser, job_from_args
+
+    args = ["run", "--out", str(tmp_path / "o"), "--image", str(tmp_path / "photo.png")]
+    parse = lambda *a: job_from_args(build_parser().parse_args([*args, *a]))  # noqa: E731
+    assert parse().snap_mask is True and JobSpec().snap_mask is True
+    assert parse("--no-snap-mask").snap_mask is False
+    with pytest.raises(Exception, match="snap_mask"):
+        JobSpec.from_dict({"image": "x.png", "snap_mask": "yes"})
