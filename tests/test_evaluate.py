@@ -174,7 +174,7 @@ def test_end_to_end_real_scene_mode(tmp_path):
     out = tmp_path / "eval"
     assert main(["--scenes", str(scenes), "--max-side", "64", "--frames", "6", "--out", str(out), "--no-lpips"]) == 0
     rows = list(csv.DictReader(open(out / "table.csv")))
-    assert {r["variant"] for r in rows} == {"ours-preview", "no-3dmom-preview", "3dphoto-baseline"}
+    assert {r["variant"] for r in rows} == {"ours-preview", "no-3dmom-preview", "as-painted-preview", "3dphoto-baseline"}
     assert {r["path"] for r in rows} == {"hero"}
     md = (out / "table.md").read_text()
     for k in ("piqe", "mf_cos", "mf_epe", "stillness", "loop_gap_db", "flicker"):

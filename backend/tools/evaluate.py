@@ -19,10 +19,12 @@
   mask, and the ``as-painted`` variant runs without the mask's edge snap (``model/mask_edges``).
 
 Variants: ``ours`` (the --quality preset), ``ours-true-depth`` (GT scenes), ``no-3dmom`` (no
-multi-view fit: the input view's flow lifted onto the surface), ``3dphoto`` (2D cinemagraph
+multi-view fit: the input view's flow lifted onto the surface), ``as-painted`` (no edge snap of
+the mask, ``model/mask_edges``), ``3dphoto`` (2D cinemagraph
 warped by depth, backend.tools.baseline_3dphoto), and ``--qualities draft,final`` adds slower presets
 (opt-in: they do not fit the 15-minute run). ``--no-ablations`` leaves out the true-depth and
-no-3dmom variants, for preset comparisons where only the presets and the baseline matter.
+no-3dmom variants (and as-painted, unless ``--mask-slop``), for preset comparisons where only
+the presets and the baseline matter.
 
 Time alignment: the GT video frame k is path pose k at scene time k; the pipeline's frame i uses
 path camera i at loop time i mod N with N = job frames = GT frames, so frame k matches frame k.
@@ -465,7 +467,7 @@ def variants_for(scene: Scene, quality: str, extra_qualities: list[str], baselin
         vs.append({"name": f"ours-{quality}-true-depth", "quality": quality, "true_depth": True})
     if ablations:
         vs.append({"name": f"no-3dmom-{quality}", "quality": quality, "mom3d": False})
-    if scene.mask_slop:  # what the snap is for: the same sloppy mask without it
+    if ablations or scene.mask_slop:  # the mask's edge snap: the same job without it
         vs.append({"name": f"as-painted-{quality}", "quality": quality, "snap_mask": False})
     if baseline:
         vs.append({"name": "3dphoto-baseline", "baseline": True})
