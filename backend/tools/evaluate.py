@@ -145,6 +145,8 @@ class Scene:
         # strays over the edge paints it (written under inputs_dir); the metrics keep the true mask.
         self.mask_slop = int(mask_slop) if (self.folder / "mask.png").exists() else 0
         self.inputs_dir = Path(inputs_dir) if inputs_dir is not None else self.folder
+        self._sloppy_mask: Path | None = None  # written once, on first use
+        self._true_mask: np.ndarray | None = None
         img = load_image(self.folder / "image.png", max_side)
         self.rgb = img.rgb.astype(np.float32)
         self.original_size = img.original_size
@@ -173,10 +175,12 @@ class Scene:
             f.pop("flow")
             f["hints"] = hints_from_flow(own.flow, own.mask)  # in the photo's own pixels, as job hints are
         if self.mask_slop:
-            f["mask"] = str(self._sloppy_mask_file().resolve())
+            if self._sloppy_mask is None:
+                self._sloppy_mask = self._write_sloppy_mask().resolve()
+            f["mask"] = str(self._sloppy_mask)
         return f
 
-    def _sloppy_mask_file(self) -> Path:
+    def _write_sloppy_mask(self) -> Path:
         """The scene's mask grown by ``mask_slop`` working pixels (a disc), at the mask file's size."""
         from backend.io.atomic import atomic_path
 
@@ -211,9 +215,11 @@ class Scene:
     def mask(self) -> np.ndarray:
         """The moving region the metrics use: the scene's own, however the job's mask was painted."""
         if self.mask_slop:
-            from backend.io.motion_inputs import load_mask
+            if self._true_mask is None:
+                from backend.io.motion_inputs import load_mask
 
-            return load_mask(self.folder / "mask.png", self.W, self.H)
+                self._true_mask = load_mask(self.folder / "mask.png", self.W, self.H)
+            return self._true_mask
         return self.inputs().mask
 
     @property
