@@ -107,3 +107,33 @@ def snap_mask_edges(rgb: np.ndarray, mask: np.ndarray, band: int | None = None) 
     if released > MAX_RELEASED_SHARE * mask.sum():
         return SnappedMask(mask.copy(), 0)
     return SnappedMask(out, released)
+
+
+def moving_clean_plate(rgb: np.ndarray, mask: np.ndarray, ring: int = 1, reach: int = 3) -> np.ndarray:
+    """The photo's moving region without the static colour mixed into its edge: (H, W, 3).
+
+    A pixel on the mask's edge is a mix of both sides (a skyline pixel is part sky, part rock: a
+    photo is anti-aliased and a mask shrunk to the working size has soft edges). Moved with the
+    clouds, that mix draws the skyline again in open sky. Here the ``ring`` outermost px of the
+    mask take the colours of the moving pixels just inside them instead, grown outward a pixel at a
+    time (a mean of the already known 3x3 neighbours); an edge pixel with no interior within
+    ``reach`` px (a thin strand) keeps its own colour. Outside the mask the photo is unchanged.
+    """
+    mask = np.asarray(mask, bool)
+    out = np.asarray(rgb, np.float32).copy()
+    if ring <= 0 or not mask.any():
+        return out
+    k3 = np.ones((3, 3), np.uint8)
+    known = cv2.erode(mask.astype(np.uint8), k3, iterations=ring, borderType=cv2.BORDER_CONSTANT, borderValue=1) > 0
+    todo = mask & ~known
+    for _ in range(reach):
+        if not todo.any():
+            break
+        w = known.astype(np.float32)
+        num = cv2.boxFilter(out * w[..., None], -1, (3, 3), normalize=False, borderType=cv2.BORDER_CONSTANT)
+        den = cv2.boxFilter(w, -1, (3, 3), normalize=False, borderType=cv2.BORDER_CONSTANT)
+        grow = todo & (den > 0)
+        out[grow] = num[grow] / den[grow][:, None]
+        known |= grow
+        todo &= ~grow
+    return out
