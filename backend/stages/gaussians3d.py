@@ -55,8 +55,8 @@ class TrainConfig:
     # motion mask. Composited, a sky Gaussian half hidden by a ridge's edge can brighten to make up
     # for the ridge's spill and still fit the photo; once the motion carries it into open sky it
     # shows as a light line tracing the skyline. Alone it has to be the sky's own colour. At 1.0 the
-    # composite fit lost 1-2 dB at the input view and the snapped edge flickered more; 0.3 keeps
-    # both and still gains on the synthetic evaluation (docs/DESIGN.md, 'The moving layer's edge').
+    # composite fit lost 1-2 dB at the input view; 0.3 loses 0.1 dB on the demo and still gains on
+    # the synthetic evaluation (docs/DESIGN.md, 'The moving layer's edge').
     moving_layer_weight: float = 0.3
     seed: int = 0
 
