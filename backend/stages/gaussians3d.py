@@ -346,17 +346,18 @@ def params(ctx) -> dict:
     return {"recipe": RECIPE, "schedule": ctx.preset.train3d, "seed": ctx.job.seed, "device": str(ctx.device)}
 
 
-def initial_gaussians(image, depth, lift, mask) -> Gaussians:
+def initial_gaussians(image, depth, lift, mask, plate: np.ndarray | None = None) -> Gaussians:
     """The photo's points, then a static ring beyond its frustum, so every renderer (Blender's
-    included) shows scenery where a moving camera looks past the photo."""
+    included) shows scenery where a moving camera looks past the photo. ``plate``: the photo's
+    ``moving_clean_plate`` when the caller has it (computed here otherwise)."""
     from backend.model.gaussians import from_points
     from backend.stages.lift import lift_margin
 
     moving = np.zeros(len(lift), bool) if mask is None else mask.reshape(-1)[lift.pixel]
     rgb = lift.rgb
     if mask is not None:  # the moving Gaussians start from the unmixed colours they are trained towards
-        plate = moving_clean_plate(image.rgb, mask).reshape(-1, 3)[lift.pixel]
-        rgb = np.where(moving[:, None], plate, lift.rgb).astype(lift.rgb.dtype)
+        plate = moving_clean_plate(image.rgb, mask) if plate is None else plate
+        rgb = np.where(moving[:, None], plate.reshape(-1, 3)[lift.pixel], lift.rgb).astype(lift.rgb.dtype)
     m_xyz, m_rgb, m_size = lift_margin(image.rgb, depth.depth, image.camera)
     return from_points(np.concatenate([lift.xyz, m_xyz]), np.concatenate([rgb, m_rgb]),
                        np.concatenate([lift.pixel_size * INIT_SCALE, m_size * MARGIN_INIT_SCALE]), opacity=0.9,
@@ -364,14 +365,15 @@ def initial_gaussians(image, depth, lift, mask) -> Gaussians:
 
 
 def run(ctx, image, depth, lift, multiview, mask) -> Gaussians3D:
-    init = initial_gaussians(image, depth, lift, mask)
+    # One plate for both uses: the input view's training image is the photo (view 0 re-projects its points).
+    plate = None if mask is None else moving_clean_plate(image.rgb, mask)
+    init = initial_gaussians(image, depth, lift, mask, plate)
     cfg = preset_config(ctx.preset.name, len(lift))
     cfg.seed = ctx.job.seed
     views = TrainViews(multiview.cameras, torch.as_tensor(multiview.images, device=ctx.device),
                        torch.as_tensor(multiview.valid, device=ctx.device),
                        moving_mask=None if mask is None else torch.as_tensor(mask, device=ctx.device),
-                       moving_target=None if mask is None else torch.as_tensor(
-                           moving_clean_plate(multiview.images[0], mask), device=ctx.device))
+                       moving_target=None if plate is None else torch.as_tensor(plate, device=ctx.device))
     g, rep = train_gaussians(init, views, cfg, scene_scale=1.0, events=ctx.events)
     return Gaussians3D(g.to("cpu"), rep)
 
