@@ -79,6 +79,52 @@ def lift_margin(rgb: np.ndarray, depth: np.ndarray, camera: Camera, shift: float
     return xyz, col[ys, xs].astype(np.float32), size * stride
 
 
+def lift_behind_edges(rgb: np.ndarray, depth: np.ndarray, camera: Camera, shift: float = MARGIN_SHIFT,
+                      exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Points of the far surface continued behind each depth edge: what a moving camera uncovers.
+
+    One point per pixel is a single layer: from a moved camera the far side of a depth step shows
+    through the gap the parallax opens, a crack narrower than a pixel near the photo's camera (dark
+    in any renderer that composites over a background, Blender's included) and a strip of several
+    pixels at the paths' extremes. Here the near side of every step, as wide as a camera moved by
+    ``shift`` opens it there (``f * shift * (1/z_near - 1/z_far)`` pixels), is filled from the far
+    side by the rule the pseudo views use (``multiview.fill_holes``: the background's edge colour
+    and its mirrored texture, the background's depth), and lifted at that depth: a second layer,
+    hidden from the photo's camera behind the near surface. Near pixels in ``exclude`` get none.
+    Returns (xyz, rgb, pixel_size).
+    """
+    from backend.stages.multiview import BACKGROUND_RATIO, fill_holes
+
+    z = np.asarray(depth, np.float32)
+    h, w = z.shape
+    f = float(np.sqrt(camera.K[0, 0] * camera.K[1, 1]))
+    # Each pixel's farthest 4-neighbour; a step is where that is beyond the background ratio.
+    pad = np.pad(z, 1, mode="edge")
+    far_nb = np.max([pad[:-2, 1:-1], pad[2:, 1:-1], pad[1:-1, :-2], pad[1:-1, 2:]], axis=0)
+    edge = z < BACKGROUND_RATIO * far_nb
+    empty = np.zeros((0, 3), np.float32)
+    if not edge.any() or shift <= 0:
+        return empty, empty.copy(), np.zeros(0, np.float32)
+    gap = np.zeros((h, w), np.float32)
+    gap[edge] = np.ceil(f * shift * (1.0 / z[edge] - 1.0 / far_nb[edge]))
+    # Each near pixel joins the band of its nearest edge pixel when within that edge's gap and in
+    # front of its far surface.
+    dist, labels = cv2.distanceTransformWithLabels((~edge).astype(np.uint8), cv2.DIST_L2, 5,
+                                                   labelType=cv2.DIST_LABEL_PIXEL)
+    ey, ex = np.nonzero(edge)
+    by_label = np.zeros((labels.max() + 1, 2), np.float32)  # label -> (gap, far depth)
+    by_label[labels[ey, ex]] = np.stack([gap[ey, ex], far_nb[ey, ex]], axis=1)
+    near_gap, near_far = by_label[labels, 0], by_label[labels, 1]
+    band = (dist <= near_gap) & (z < BACKGROUND_RATIO * near_far)
+    if exclude is not None:
+        band &= ~np.asarray(exclude, bool)
+    filled, fz = fill_holes(np.asarray(rgb, np.float32), np.where(band, 0.0, z), ~band, texture=True)
+    behind = band & (fz * BACKGROUND_RATIO > z)  # filled from the far side, not from the near surface
+    ys, xs = np.nonzero(behind)
+    xyz, size = _backproject(xs + 0.5, ys + 0.5, fz[ys, xs], camera)
+    return xyz, filled[ys, xs].astype(np.float32), size
+
+
 # ----------------------------------------------------------------------------- the stage
 
 INPUTS = ("image", "depth")
