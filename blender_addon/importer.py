@@ -132,7 +132,8 @@ class _ImportTransaction:
                (r, "resolution_x"), (r, "resolution_y"), (r, "resolution_percentage"),
                (scene.display.shading, "color_type"), (scene.display.shading, "light"),
                (scene.loopscape, "hero_camera"), (scene.loopscape, "result_object"),
-               (scene.loopscape, "result_dir_stored"), (r, "use_single_layer"), (r, "use_compositing")]
+               (scene.loopscape, "result_dir_stored"), (scene.loopscape, "frames"), (r, "use_single_layer"),
+               (r, "use_compositing")]
         if hasattr(scene, "cycles"):
             out += [(scene.cycles, "transparent_max_bounces"), (scene.cycles, "min_transparent_bounces")]
         return out
@@ -460,6 +461,9 @@ def _apply_scene_settings(scene, res: dict, n_frames: int) -> None:
         scene.render.fps = int(round(float(fps)))
         scene.render.fps_base = scene.render.fps / float(fps)
     scene.frame_end = scene.frame_start + n_frames - 1
+    # The panel's loop length is the result's: a camera preset keyed next spans the frames the
+    # backend rendered (at the default 60 a 48-frame result's circle was a quarter turn off).
+    scene.loopscape.frames = n_frames
     if hasattr(scene, "cycles"):
         # Splats stack many transparent layers; Cycles' default of 8 would show holes. Russian
         # roulette past min_transparent_bounces ends paths at random behind faint splats: that is

@@ -98,6 +98,7 @@ def test_import_builds_three_clouds_two_view_layers_and_a_keyed_mix(loop_blend):
     c = out["compact"]
     assert c["view_layers"][-1] == "Loopscape Backward" and len(c["view_layers"]) == 2
     assert c["cache_files"] == 1, "one USD cache: the single path a packing tool rewrites"
+    assert c["loop_frames"] == N, "the panel's loop length follows the result, so camera presets match its video"
     names = {o[0]: o for o in c["objects"]}
     assert len(names) == 3
     colls = sorted(tuple(o[3]) for o in c["objects"])

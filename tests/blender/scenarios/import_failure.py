@@ -28,7 +28,7 @@ def snapshot(scene) -> dict:
                         props.hero_camera.name if props.hero_camera else None,
                         props.result_object.name if props.result_object else None, props.result_dir,
                         scene.cycles.transparent_max_bounces, scene.cycles.min_transparent_bounces,
-                        scene.display.shading.color_type]
+                        scene.display.shading.color_type, props.frames]
     shot["objects"] = {o.name: [o.type, o.parent.name if o.parent else None, o.data.name if o.data else None,
                                 [(m.name, m.node_group.name if m.type == "NODES" and m.node_group else None)
                                  for m in o.modifiers],

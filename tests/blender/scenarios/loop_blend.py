@@ -27,7 +27,8 @@ def blend_state(ctx: Context, frames: list[int]) -> dict:
     return {"view_layers": [vl.name for vl in scene.view_layers], "factors": factors,
             "objects": sorted((o.name, o.type, [m.type for m in o.modifiers],
                                [c.name for c in o.users_collection]) for o in objs),
-            "cache_files": len(bpy.data.cache_files), "collections": sorted(c.name for c in bpy.data.collections)}
+            "cache_files": len(bpy.data.cache_files), "collections": sorted(c.name for c in bpy.data.collections),
+            "loop_frames": scene.loopscape.frames}
 
 
 def main(ctx: Context) -> None:
