@@ -106,7 +106,9 @@ def lift_behind_edges(rgb: np.ndarray, depth: np.ndarray, camera: Camera, shift:
     if not edge.any() or shift <= 0:
         return empty, empty.copy(), np.zeros(0, np.float32)
     gap = np.zeros((h, w), np.float32)
-    gap[edge] = np.ceil(f * shift * (1.0 / z[edge] - 1.0 / far_nb[edge]))
+    # Capped at the margin ring's width (a near surface at depth 1 against the sky), so a close
+    # foreground does not double its own point count for parallax no preset path reaches.
+    gap[edge] = np.minimum(np.ceil(f * shift * (1.0 / z[edge] - 1.0 / far_nb[edge])), np.ceil(f * shift))
     # Each near pixel joins the band of its nearest edge pixel when within that edge's gap and in
     # front of its far surface.
     dist, labels = cv2.distanceTransformWithLabels((~edge).astype(np.uint8), cv2.DIST_L2, 5,
