@@ -96,7 +96,6 @@ def lift_behind_edges(rgb: np.ndarray, depth: np.ndarray, camera: Camera, shift:
     from backend.stages.multiview import BACKGROUND_RATIO, fill_holes
 
     z = np.asarray(depth, np.float32)
-    h, w = z.shape
     f = float(np.sqrt(camera.K[0, 0] * camera.K[1, 1]))
     # Each pixel's farthest 4-neighbour; a step is where that is beyond the background ratio.
     pad = np.pad(z, 1, mode="edge")
@@ -105,7 +104,7 @@ def lift_behind_edges(rgb: np.ndarray, depth: np.ndarray, camera: Camera, shift:
     empty = np.zeros((0, 3), np.float32)
     if not edge.any() or shift <= 0:
         return empty, empty.copy(), np.zeros(0, np.float32)
-    gap = np.zeros((h, w), np.float32)
+    gap = np.zeros_like(z)
     # Capped at the margin ring's width (a near surface at depth 1 against the sky), so a close
     # foreground does not double its own point count for parallax no preset path reaches.
     gap[edge] = np.minimum(np.ceil(f * shift * (1.0 / z[edge] - 1.0 / far_nb[edge])), np.ceil(f * shift))
