@@ -120,3 +120,26 @@ def test_steps_with_a_non_finite_loss_are_skipped(monkeypatch):
     assert report.skipped_steps == 12 and report.kept == "trained"
     assert len(report.losses) == 48 and np.mean(report.losses[-5:]) < np.mean(report.losses[:5])
     assert any("skipped 12 of 60" in m for m in events.messages)
+
+
+def test_from_points_shapes_gaussians_by_their_axes():
+    """Axes (in footprints) become the covariance A A^T times the footprint squared; the identity
+    is the isotropic Gaussian."""
+    from backend.render.raster_cpu import quat_to_rotmat
+
+    rng = np.random.default_rng(3)
+    n = 500
+    xyz, rgb = rng.normal(size=(n, 3)), rng.random((n, 3))
+    size = rng.uniform(0.01, 0.1, n)
+    axes = rng.normal(size=(n, 3, 3))
+    g = from_points(xyz, rgb, size, axes=axes)
+    R = quat_to_rotmat(g.quats.double()).numpy()
+    s2 = np.exp(2 * g.log_scales.double().numpy())
+    cov = R @ (s2[:, :, None] * np.eye(3)) @ np.swapaxes(R, 1, 2)
+    want = size[:, None, None] ** 2 * (axes @ np.swapaxes(axes, 1, 2))
+    np.testing.assert_allclose(cov, want, rtol=1e-4, atol=1e-6 * want.max())
+    iso = from_points(xyz, rgb, size)
+    eye = from_points(xyz, rgb, size, axes=np.broadcast_to(np.eye(3), (n, 3, 3)))
+    np.testing.assert_allclose(np.exp(eye.log_scales.numpy()), np.exp(iso.log_scales.numpy()), rtol=1e-5)
+    R_eye = quat_to_rotmat(eye.quats).numpy()
+    np.testing.assert_allclose(R_eye @ np.swapaxes(R_eye, 1, 2), np.broadcast_to(np.eye(3), (n, 3, 3)), atol=1e-5)

@@ -79,17 +79,51 @@ class Gaussians:
 
 
 def from_points(xyz: np.ndarray, rgb: np.ndarray, pixel_size: np.ndarray, opacity: float = 0.9,
-                moving: np.ndarray | None = None) -> Gaussians:
-    """One isotropic Gaussian per lifted point, sized by its pixel footprint (or NN distance)."""
+                moving: np.ndarray | None = None, axes: np.ndarray | None = None) -> Gaussians:
+    """One Gaussian per lifted point: isotropic, sized by its pixel footprint, or with ``axes``
+    (N, 3, 3) shaped as their columns span (covariance ``A A^T``, times ``pixel_size`` squared:
+    axes are given in footprints, as ``lift.surface_axes`` divided by the footprint)."""
     n = len(xyz)
-    quats = torch.zeros(n, 4)
-    quats[:, 0] = 1.0
-    size = torch.as_tensor(np.maximum(pixel_size, 1e-6), dtype=torch.float32)
+    size = np.maximum(np.asarray(pixel_size, np.float64), 1e-6)
+    if axes is None:
+        quats = torch.zeros(n, 4)
+        quats[:, 0] = 1.0
+        log_scales = torch.log(torch.as_tensor(size, dtype=torch.float32))[:, None].repeat(1, 3)
+    else:
+        a = np.asarray(axes, np.float64) * size[:, None, None]
+        quats, scales = _quats_scales(a @ np.swapaxes(a, 1, 2))
+        log_scales = torch.log(torch.as_tensor(np.maximum(scales, 1e-6 * size[:, None]), dtype=torch.float32))
     return Gaussians(
         means=torch.as_tensor(xyz, dtype=torch.float32),
         quats=quats,
-        log_scales=torch.log(size)[:, None].repeat(1, 3),
+        log_scales=log_scales,
         logit_opacities=torch.full((n,), float(np.log(opacity / (1 - opacity)))),
         sh0=rgb_to_sh0(torch.as_tensor(rgb, dtype=torch.float32)),
         moving=torch.as_tensor(moving if moving is not None else np.zeros(n, bool), dtype=torch.bool),
     )
+
+
+def _quats_scales(cov: np.ndarray) -> tuple[Tensor, np.ndarray]:
+    """wxyz quaternions (N, 4) and scales (N, 3) of covariances (N, 3, 3): R diag(s^2) R^T = cov."""
+    var, rot = np.linalg.eigh(cov)
+    rot[np.linalg.det(rot) < 0, :, 2] *= -1.0  # a proper rotation (eigenvector signs are free)
+    m = rot
+    # Shepperd's method, branch by the largest of w^2, x^2, y^2, z^2 for accuracy.
+    t = np.stack([1 + m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2], 1 + m[:, 0, 0] - m[:, 1, 1] - m[:, 2, 2],
+                  1 - m[:, 0, 0] + m[:, 1, 1] - m[:, 2, 2], 1 - m[:, 0, 0] - m[:, 1, 1] + m[:, 2, 2]], axis=1)
+    k = np.argmax(t, axis=1)
+    r = 0.5 * np.sqrt(np.maximum(t[np.arange(len(m)), k], 1e-12))
+    q = np.empty((len(m), 4))
+    d = {  # the other three components, each divided by 4 r
+        0: (m[:, 2, 1] - m[:, 1, 2], m[:, 0, 2] - m[:, 2, 0], m[:, 1, 0] - m[:, 0, 1]),
+        1: (m[:, 2, 1] - m[:, 1, 2], m[:, 0, 1] + m[:, 1, 0], m[:, 0, 2] + m[:, 2, 0]),
+        2: (m[:, 0, 2] - m[:, 2, 0], m[:, 0, 1] + m[:, 1, 0], m[:, 1, 2] + m[:, 2, 1]),
+        3: (m[:, 1, 0] - m[:, 0, 1], m[:, 0, 2] + m[:, 2, 0], m[:, 1, 2] + m[:, 2, 1]),
+    }
+    others = {0: (1, 2, 3), 1: (0, 2, 3), 2: (0, 1, 3), 3: (0, 1, 2)}
+    for branch in range(4):
+        sel = k == branch
+        q[sel, branch] = r[sel]
+        for j, num in zip(others[branch], d[branch]):
+            q[sel, j] = num[sel] / (4 * r[sel])
+    return torch.as_tensor(q, dtype=torch.float32), np.sqrt(np.maximum(var, 0.0))

@@ -329,7 +329,7 @@ def train_gaussians(g: Gaussians, views: TrainViews, cfg: TrainConfig, scene_sca
 
 INPUTS = ("image", "depth", "lift", "multiview", "mask")
 CACHED = True
-RECIPE = "margin-2-layer-plate-behind-edges"  # bump when training changes, so cached 3D Gaussians are not reused
+RECIPE = "margin-2-layer-plate-behind-edges-surfels"  # bump when training changes, so cached 3D Gaussians are not reused
 INIT_SCALE = 0.3  # a lifted point's first footprint, as a share of its pixel's size
 # The margin ring is sampled every 2 px and seldom seen in training, so its Gaussians start wide
 # enough to overlap: at 0.3 of their spacing a side camera saw them as a grid of dots.
@@ -352,7 +352,7 @@ def initial_gaussians(image, depth, lift, mask, plate: np.ndarray | None = None)
     Gaussians, so every renderer (Blender's included) shows that scenery, not its background.
     ``plate``: the photo's ``moving_clean_plate`` when the caller has it (computed here otherwise)."""
     from backend.model.gaussians import from_points
-    from backend.stages.lift import lift_behind_edges, lift_margin
+    from backend.stages.lift import lift_behind_edges, lift_margin, surface_axes
 
     moving = np.zeros(len(lift), bool) if mask is None else mask.reshape(-1)[lift.pixel]
     rgb = lift.rgb
@@ -363,9 +363,13 @@ def initial_gaussians(image, depth, lift, mask, plate: np.ndarray | None = None)
     # static layer there cost up to 0.07 dB against the loop truth on the synthetic paths.
     b_xyz, b_rgb, b_size = lift_behind_edges(image.rgb, depth.depth, image.camera, exclude=mask)
     m_xyz, m_rgb, m_size = lift_margin(image.rgb, depth.depth, image.camera)
+    # The photo's points lie flat on their surface (in footprints: the identity faces the camera).
+    axes = np.concatenate([surface_axes(depth.depth, image.camera)[lift.pixel] / lift.pixel_size[:, None, None],
+                           np.broadcast_to(np.eye(3, dtype=np.float32), (len(b_xyz) + len(m_xyz), 3, 3))])
     return from_points(np.concatenate([lift.xyz, b_xyz, m_xyz]), np.concatenate([rgb, b_rgb, m_rgb]),
                        np.concatenate([lift.pixel_size * INIT_SCALE, b_size * INIT_SCALE, m_size * MARGIN_INIT_SCALE]),
-                       opacity=0.9, moving=np.concatenate([moving, np.zeros(len(b_xyz) + len(m_xyz), bool)]))
+                       opacity=0.9, moving=np.concatenate([moving, np.zeros(len(b_xyz) + len(m_xyz), bool)]),
+                       axes=axes)
 
 
 def run(ctx, image, depth, lift, multiview, mask) -> Gaussians3D:

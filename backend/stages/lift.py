@@ -52,6 +52,66 @@ def _backproject(u: np.ndarray, v: np.ndarray, z: np.ndarray, camera: Camera) ->
     return xyz.astype(np.float32), (z / focal).astype(np.float32)
 
 
+SURFACE_STRETCH_MAX = 8.0  # a pixel's step along its surface, in pixel footprints, is capped here
+# Extent along the normal, in footprints: the ball's, so a surface facing the camera keeps exactly
+# the isotropic Gaussian. On the synthetic evaluation 0.2 (a surfel that projects to exactly its
+# pixel) gave the same masked PSNR but 0.0002-0.0005 worse masked LPIPS on preview.
+SURFACE_THICKNESS = 1.0
+
+
+def surface_axes(depth: np.ndarray, camera: Camera, stretch_max: float = SURFACE_STRETCH_MAX) -> np.ndarray:
+    """Each pixel's patch of surface as three world-space axes (H*W, 3, 3), one per column: the
+    derivatives of the lifted point along u and along v (a step of one pixel on the pixel's own
+    surface), and the surface normal, ``SURFACE_THICKNESS`` footprints long.
+
+    A ball one footprint wide tiles the photo only where the surface faces the camera. On a slanted
+    one (the ground, a river) neighbouring rows lie far apart in depth, and a camera moved closer
+    or lower sees them part: rows of half-transparent lines that Blender shows as the world behind.
+    Gaussians shaped by these axes tile the surface like a mesh. The derivative of the point
+    ``z(u, v) K^-1 (u, v, 1)`` is ``dz/du`` along the ray plus ``z K^-1 e_u``, and the first term
+    projects to nothing, so the stretch is invisible from the photo's camera (only the normal's
+    extent projects, on a slanted surface).
+    ``dz`` is the central difference where both neighbours lie on the pixel's surface (within
+    ``multiview.BACKGROUND_RATIO`` in depth), the one-sided one where one does, and 0 where neither
+    does, so a depth edge never stretches a Gaussian across it. Steps are capped at ``stretch_max``
+    footprints.
+    """
+    from backend.stages.multiview import BACKGROUND_RATIO
+
+    z = np.asarray(depth, np.float64)
+    h, w = z.shape
+    ys, xs = np.mgrid[0:h, 0:w]
+    K_inv = np.linalg.inv(camera.K)
+    rays = np.stack([xs + 0.5, ys + 0.5, np.ones_like(z)], axis=-1) @ K_inv.T
+    rays /= rays[..., 2:3]  # camera z = 1: the point is z * ray
+    size = z / float(np.sqrt(camera.K[0, 0] * camera.K[1, 1]))
+    rot = camera.c2w[:3, :3]
+
+    def on_surface(dz: np.ndarray) -> np.ndarray:
+        zn = z + dz
+        return np.minimum(z, zn) / np.maximum(z, zn) >= BACKGROUND_RATIO
+
+    steps = []
+    for axis in (1, 0):  # u (columns), then v (rows)
+        fwd = np.diff(z, axis=axis, append=np.take(z, [-1], axis=axis))  # z(x+1) - z(x)
+        bwd = np.diff(z, axis=axis, prepend=np.take(z, [0], axis=axis))  # z(x) - z(x-1)
+        edge = [slice(None)] * 2
+        edge[axis] = -1
+        ok_f = on_surface(fwd)
+        ok_f[tuple(edge)] = False  # the border has one neighbour
+        edge[axis] = 0
+        ok_b = on_surface(-bwd)
+        ok_b[tuple(edge)] = False
+        dz = np.where(ok_f & ok_b, 0.5 * (fwd + bwd), np.where(ok_f, fwd, np.where(ok_b, bwd, 0.0)))
+        step = dz[..., None] * rays + z[..., None] * K_inv[:, 1 - axis]
+        length = np.linalg.norm(step, axis=-1, keepdims=True)
+        step *= np.minimum(1.0, stretch_max * size[..., None] / np.maximum(length, 1e-12))
+        steps.append(step @ rot.T)
+    normal = np.cross(steps[0], steps[1])
+    normal *= (SURFACE_THICKNESS * size / np.maximum(np.linalg.norm(normal, axis=-1), 1e-12))[..., None]
+    return np.stack([steps[0], steps[1], normal], axis=-1).reshape(-1, 3, 3).astype(np.float32)
+
+
 MARGIN_SHIFT = 0.1  # camera translation (depth-normalised units) the margin covers at depth 1
 MARGIN_STRIDE = 2  # the margin is sampled every 2 pixels: it is seen only from the side, at 1/4 the cost
 
