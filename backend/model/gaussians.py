@@ -105,9 +105,8 @@ def from_points(xyz: np.ndarray, rgb: np.ndarray, pixel_size: np.ndarray, opacit
 
 def _quats_scales(cov: np.ndarray) -> tuple[Tensor, np.ndarray]:
     """wxyz quaternions (N, 4) and scales (N, 3) of covariances (N, 3, 3): R diag(s^2) R^T = cov."""
-    var, rot = np.linalg.eigh(cov)
-    rot[np.linalg.det(rot) < 0, :, 2] *= -1.0  # a proper rotation (eigenvector signs are free)
-    m = rot
+    var, m = np.linalg.eigh(cov)
+    m[np.linalg.det(m) < 0, :, 2] *= -1.0  # a proper rotation (eigenvector signs are free)
     # Shepperd's method, branch by the largest of w^2, x^2, y^2, z^2 for accuracy.
     t = np.stack([1 + m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2], 1 + m[:, 0, 0] - m[:, 1, 1] - m[:, 2, 2],
                   1 - m[:, 0, 0] + m[:, 1, 1] - m[:, 2, 2], 1 - m[:, 0, 0] - m[:, 1, 1] + m[:, 2, 2]], axis=1)

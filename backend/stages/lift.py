@@ -74,7 +74,7 @@ def surface_axes(depth: np.ndarray, camera: Camera, stretch_max: float = SURFACE
     ``dz`` is the central difference where both neighbours lie on the pixel's surface (within
     ``multiview.BACKGROUND_RATIO`` in depth), the one-sided one where one does, and 0 where neither
     does, so a depth edge never stretches a Gaussian across it. Steps are capped at ``stretch_max``
-    footprints.
+    footprints (near a horizon; such a Gaussian covers a little less than its pixel).
     """
     from backend.stages.multiview import BACKGROUND_RATIO
 
