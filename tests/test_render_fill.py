@@ -78,3 +78,33 @@ def test_a_crack_at_a_depth_step_shows_the_surfaces_not_black():
     assert np.abs(out[crack] - 0.6).max() < 0.01
     solid = a > 0.999
     np.testing.assert_allclose(out[solid], rgb[solid], atol=1e-3)
+
+
+def test_the_path_report_counts_what_blender_would_see_through():
+    """The render stage reports, per path frame, the pixels no Gaussian covers (the backend fills
+    them) and the covered ones below alpha 0.9 (the backend un-premultiplies them; Blender, which
+    composites over its world, lets a tenth or more of the world through). The crack scene: none
+    of either from the photo's camera, the crack's column from the moved one."""
+    from types import SimpleNamespace
+
+    from backend.infra.events import NullSink
+    from backend.stages import render
+
+    K = intrinsics_from_fov(W, H, 50.0)
+    grey = np.full((H, W, 3), 0.6, np.float32)
+    depth = np.full((H, W), 4.0, np.float32)
+    depth[:, : W // 2] = 2.0
+    pc = lift_to_points(grey, depth, Camera(K, W, H))
+    g = from_points(pc.xyz, pc.rgb, pc.pixel_size * 0.5, opacity=0.99)
+    w2c = np.eye(4)
+    w2c[0, 3] = -0.06
+    path = [Camera(K, W, H), Camera(K, W, H, w2c)]
+    ctx = SimpleNamespace(device=torch.device("cpu"), events=NullSink())
+    video = render.run(ctx, path, SimpleNamespace(gaussians=g), None)
+    assert len(video.frames) == 2 and video.frames[1].shape == (H, W, 3)
+    assert video.see_through[0] == 0.0
+    assert (H - 2) / (H * W) <= video.see_through[1] < 3 * H / (H * W), video.see_through  # one column
+    rep = render.report(video)
+    assert rep["path_see_through_fraction_max"] == round(video.see_through[1], 5)
+    assert rep["path_see_through_fraction_mean"] == round(video.see_through[1] / 2, 5)
+    assert rep["path_uncovered_fraction_max"] == round(max(video.uncovered), 5)
