@@ -329,7 +329,7 @@ def train_gaussians(g: Gaussians, views: TrainViews, cfg: TrainConfig, scene_sca
 
 INPUTS = ("image", "depth", "lift", "multiview", "mask")
 CACHED = True
-RECIPE = "margin-2-layer-plate-behind-edges-surfels"  # bump when training changes, so cached 3D Gaussians are not reused
+RECIPE = "margin-2-layer-plate-behind-edges-surfels-ray-cap"  # bump when training changes, so cached 3D Gaussians are not reused
 INIT_SCALE = 0.3  # a lifted point's first footprint, as a share of its pixel's size
 # The margin ring is sampled every 2 px and seldom seen in training, so its Gaussians start wide
 # enough to overlap: at 0.3 of their spacing a side camera saw them as a grid of dots.

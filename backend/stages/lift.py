@@ -52,7 +52,7 @@ def _backproject(u: np.ndarray, v: np.ndarray, z: np.ndarray, camera: Camera) ->
     return xyz.astype(np.float32), (z / focal).astype(np.float32)
 
 
-SURFACE_STRETCH_MAX = 8.0  # a pixel's step along its surface, in pixel footprints, is capped here
+SURFACE_STRETCH_MAX = 8.0  # the part of a pixel's surface step along its ray, in pixel footprints, is capped here
 # Extent along the normal, in footprints: the ball's, so a surface facing the camera keeps exactly
 # the isotropic Gaussian. On the synthetic evaluation 0.2 (a surfel that projects to exactly its
 # pixel) gave the same masked PSNR but 0.0002-0.0005 worse masked LPIPS on preview.
@@ -73,8 +73,8 @@ def surface_axes(depth: np.ndarray, camera: Camera, stretch_max: float = SURFACE
     extent projects, on a slanted surface).
     ``dz`` is the central difference where both neighbours lie on the pixel's surface (within
     ``multiview.BACKGROUND_RATIO`` in depth), the one-sided one where one does, and 0 where neither
-    does, so a depth edge never stretches a Gaussian across it. Steps are capped at ``stretch_max``
-    footprints (near a horizon; such a Gaussian covers a little less than its pixel).
+    does, so a depth edge never stretches a Gaussian across it. A step's part along the ray is
+    capped at ``stretch_max`` footprints (near a horizon), which leaves its projection unchanged.
     """
     from backend.stages.multiview import BACKGROUND_RATIO
 
@@ -103,9 +103,11 @@ def surface_axes(depth: np.ndarray, camera: Camera, stretch_max: float = SURFACE
         ok_b = on_surface(-bwd)
         ok_b[tuple(edge)] = False
         dz = np.where(ok_f & ok_b, 0.5 * (fwd + bwd), np.where(ok_f, fwd, np.where(ok_b, bwd, 0.0)))
+        # Only the part along the ray is capped: the rest is the step across it, which projects to
+        # exactly one pixel, so a capped Gaussian still covers its pixel in the photo.
+        along = np.linalg.norm(rays, axis=-1) * np.abs(dz)
+        dz *= np.minimum(1.0, stretch_max * size / np.maximum(along, 1e-12))
         step = dz[..., None] * rays + z[..., None] * K_inv[:, 1 - axis]
-        length = np.linalg.norm(step, axis=-1, keepdims=True)
-        step *= np.minimum(1.0, stretch_max * size[..., None] / np.maximum(length, 1e-12))
         steps.append(step @ rot.T)
     normal = np.cross(steps[0], steps[1])
     normal *= (SURFACE_THICKNESS * size / np.maximum(np.linalg.norm(normal, axis=-1), 1e-12))[..., None]
