@@ -66,6 +66,14 @@ class Gaussians:
     def subset(self, idx: Tensor) -> "Gaussians":
         return Gaussians(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
 
+    def with_moving_detached(self) -> "Gaussians":
+        """The same Gaussians, the moving ones' parameters detached: a loss on its render trains
+        only the static ones."""
+        def part(x: Tensor) -> Tensor:
+            return torch.where(self.moving.view(-1, *[1] * (x.dim() - 1)), x.detach(), x)
+
+        return Gaussians(**{n: part(getattr(self, n)) for n in self.param_names}, moving=self.moving)
+
     @staticmethod
     def concat(parts: list["Gaussians"]) -> "Gaussians":
         return Gaussians(**{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(Gaussians)})
