@@ -253,16 +253,15 @@ def _coverage_term(g: Gaussians, camera: Camera, background: Tensor) -> Tensor:
 def coverage_cameras(camera: Camera) -> list[Camera]:
     """The cameras at the preset paths' extremes: both ends of up-down and side, the end of zoom-in,
     and the circle's nearest point (scene units)."""
-    from backend.model.camera_paths import PRESETS, preset_translations
+    from backend.model.camera_paths import PRESETS, preset_path
 
     cams = []
     for name in PRESETS:
-        t = preset_translations(name)
-        picks = [int(np.argmin(t[:, 2]))] if name in ("zoom-in", "circle") else [0, len(t) - 1]
-        for i in picks:
-            rel = np.eye(4)
-            rel[:3, 3] = t[i]
-            cams.append(camera.with_pose(rel @ camera.w2c))
+        path = preset_path(name, camera)
+        if name in ("zoom-in", "circle"):  # the nearest: the camera farthest forward (w2c's z most negative)
+            cams.append(min(path, key=lambda c: c.w2c[2, 3]))
+        else:
+            cams += [path[0], path[-1]]
     return cams
 
 
