@@ -256,4 +256,4 @@ def test_only_the_mask_interior_starts_wider():
     assert share[11:29, 21:49] == pytest.approx(gaussians3d.MOVING_INIT_SCALE, rel=1e-4)
     for edge in (share[10, 20:50], share[29, 20:50], share[10:30, 20], share[10:30, 49], share[:8], share[:, :18]):
         assert edge[np.isfinite(edge)] == pytest.approx(gaussians3d.INIT_SCALE, rel=1e-4)
-    assert bool(g.moving[: len(lift)].numpy().reshape(-1).sum() == mask.sum())
+    assert int(g.moving[: len(lift)].sum()) == int(mask.sum())  # only the size differs at the edge, not the flag
