@@ -66,6 +66,10 @@ class Gaussians:
     def subset(self, idx: Tensor) -> "Gaussians":
         return Gaussians(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
 
+    def moving_part(self) -> "Gaussians":
+        """The moving Gaussians alone."""
+        return self.subset(torch.nonzero(self.moving).squeeze(1))
+
     def with_moving_detached(self) -> "Gaussians":
         """The same Gaussians, the moving ones' parameters detached: a loss on its render trains
         only the static ones."""

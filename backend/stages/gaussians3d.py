@@ -246,7 +246,7 @@ def _coverage_term(g: Gaussians, camera: Camera, background: Tensor) -> Tensor:
     keep = None
     if bool(g.moving.any()):
         with torch.no_grad():
-            moving_alpha = g.subset(torch.nonzero(g.moving).squeeze(1)).render(camera).alpha[..., 0]
+            moving_alpha = g.moving_part().render(camera).alpha[..., 0]
         keep = moving_alpha < MOVING_FOOTPRINT
     return coverage_loss(g.with_moving_detached().render(camera, background=background).alpha, keep)
 
@@ -322,7 +322,7 @@ def train_gaussians(g: Gaussians, views: TrainViews, cfg: TrainConfig, scene_sca
         w = 1.0 if vi != views.input_index else cfg.input_view_weight
         loss = w * photometric_loss(out.rgb, views.images[vi], weights[vi], cfg.lambda_dssim)
         if layer_weight is not None and vi == views.input_index and bool(g.moving.any()):
-            alone = g.subset(torch.nonzero(g.moving).squeeze(1)).render(cam, background=step_bg)
+            alone = g.moving_part().render(cam, background=step_bg)
             target = views.images[vi] if views.moving_target is None else views.moving_target
             loss = loss + w * cfg.moving_layer_weight * photometric_loss(alone.rgb, target, layer_weight, cfg.lambda_dssim)
         if views.coverage_cameras and cfg.coverage_weight > 0 and step % cfg.coverage_every == 0:
