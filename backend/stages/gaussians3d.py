@@ -385,12 +385,8 @@ def train_gaussians(g: Gaussians, views: TrainViews, cfg: TrainConfig, scene_sca
 
 INPUTS = ("image", "depth", "lift", "multiview", "mask")
 CACHED = True
-RECIPE = "margin-2-layer-plate-behind-edges-surfels-ray-cap-coverage-wide-moving-opaque-start"  # bump when training changes, so cached 3D Gaussians are not reused
+RECIPE = "margin-2-layer-plate-behind-edges-surfels-ray-cap-coverage-wide-moving"  # bump when training changes, so cached 3D Gaussians are not reused
 INIT_SCALE = 0.3  # a lifted point's first footprint, as a share of its pixel's size
-# One point per pixel is a single layer, so its Gaussians must end nearly opaque, and from 0.9 a
-# 60-step fit left them at a median 0.967 (sigmoid's slope is small there): the photo's pixels a
-# little short of opaque, and between pixel centres, which Blender's Cycles averages in, more so.
-INIT_OPACITY = 0.97
 # Moving points inside the mask start wider: the loop carries them by fractions of a pixel, and a
 # Gaussian fitted from a one-pixel start renders a half-pixel step of a texture worse than one fitted
 # from a wider start (tests/test_train3d.py). On the synthetic evaluation 0.4 gained masked LPIPS and
@@ -439,7 +435,7 @@ def initial_gaussians(image, depth, lift, mask, plate: np.ndarray | None = None)
     scale = np.where(inner, MOVING_INIT_SCALE, INIT_SCALE)
     return from_points(np.concatenate([lift.xyz, b_xyz, m_xyz]), np.concatenate([rgb, b_rgb, m_rgb]),
                        np.concatenate([lift.pixel_size * scale, b_size * INIT_SCALE, m_size * MARGIN_INIT_SCALE]),
-                       opacity=INIT_OPACITY, moving=np.concatenate([moving, np.zeros(len(b_xyz) + len(m_xyz), bool)]),
+                       opacity=0.9, moving=np.concatenate([moving, np.zeros(len(b_xyz) + len(m_xyz), bool)]),
                        axes=axes)
 
 

@@ -30,8 +30,9 @@ class Context:
 
 
 def cycles_match_setup(scene) -> None:
-    """Renders compared with the backend: Cycles on the CPU, 16 samples, a 1-px box filter
-    (pixel-centre-like sampling), the Standard view transform and a black world."""
+    """Renders compared with the backend: Cycles on the CPU, 16 samples, a 1-px box filter (the
+    narrowest: each pixel averages its own area, where the backend samples its centre), the
+    Standard view transform and a black world."""
     r = scene.render
     r.engine = "CYCLES"
     scene.cycles.device = "CPU"
