@@ -128,3 +128,17 @@ def test_previous_loop_renders_show_the_scene_one_loop_earlier(scene):
         err = np.abs(pred - before)[sky].mean()
         assert err < 0.7 * np.abs(f0 - before)[sky].mean()
         assert err < 0.7 * np.abs(now - before)[sky].mean()
+
+
+def test_edge_fill_is_closer_to_the_truth_than_the_mirrored_rows(scene):
+    """``backend.tools.fill_bench`` on the rendered scene: the side path's first camera, at time 0,
+    sees the photo's scene with strips past its edge, and the truth there is known."""
+    from backend.tools.fill_bench import score, scene_holes
+
+    out, _ = scene
+    views = scene_holes(out)
+    assert [v.path for v in views] == ["side"] and views[0].edge.mean() > 0.01
+    rows = {r["method"]: r for r in score(views, lpips=False) if r["holes"] == "edge"}
+    print({m: r["psnr"] for m, r in rows.items()})
+    assert rows["ours"]["psnr"] > rows["mirror"]["psnr"] + 0.5
+    assert rows["ours"]["psnr"] > rows["stretch"]["psnr"]

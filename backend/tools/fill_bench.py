@@ -1,0 +1,154 @@
+"""Disocclusion fill against the truth: ``python -m backend.tools.fill_bench --scenes DIR``.
+
+The pseudo views (``stages.multiview``) fill what the photo does not show, and the 3D fit learns
+that fill as scenery. This scores it where the truth is known. On synthetic ground-truth scenes
+(``python -m backend.evaluate --synthetic N --out OUT`` leaves them in ``OUT/scenes``) the photo is
+lifted with its true depth and splatted into the first camera of every path that starts away from
+the photo's. That frame is at time 0, so everything it sees is the photo's scene, moving parts
+included. Every method fills the same holes, and only the holes are scored: PSNR over the hole
+pixels, and LPIPS over them with the rest of the image taken from the truth (so the splatting's
+own error counts for no method). Holes that touch the frame (scenery past the photo's edge) and
+inner ones (disocclusions behind a nearer surface) are reported apart.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+FILLS = ("ours", "mirror", "stretch", "telea", "navier-stokes")
+INPAINT_RADIUS = 3  # px, OpenCV's neighbourhood for the two inpainting methods
+MIN_SHIFT = 1e-6  # a path whose first camera sits at the photo's sees no holes
+
+
+@dataclass
+class Holes:
+    scene: str
+    path: str
+    truth: np.ndarray  # (H, W, 3) the true render from the path's first camera
+    fills: dict[str, np.ndarray]  # method -> (H, W, 3) splatted photo, holes filled
+    edge: np.ndarray  # (H, W) bool: hole pixels whose hole touches the frame
+    inner: np.ndarray  # (H, W) bool: the other hole pixels
+
+
+def fill(method: str, image: np.ndarray, depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``image`` with its invalid pixels filled by ``method`` (one of FILLS)."""
+    from backend.stages.multiview import fill_holes
+
+    if method == "ours":  # as the pipeline fills
+        return fill_holes(image, depth, valid, texture=True)[0]
+    if method in ("mirror", "stretch"):  # the background-side rule everywhere, with and without mirrored texture
+        return fill_holes(image, depth, valid, texture=method == "mirror", edge_inpaint=False)[0]
+    flag = cv2.INPAINT_TELEA if method == "telea" else cv2.INPAINT_NS
+    u8 = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+    out = cv2.inpaint(u8, (~valid).astype(np.uint8), INPAINT_RADIUS, flag).astype(np.float32) / 255.0
+    return np.where(valid[..., None], image, out)
+
+
+def split_holes(valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(hole pixels whose 8-connected hole touches the frame, the other hole pixels)."""
+    from backend.stages.multiview import edge_holes
+
+    edge = edge_holes(valid)
+    return edge, ~valid & ~edge
+
+
+def scene_holes(folder: Path) -> list[Holes]:
+    """One :class:`Holes` per path of a GT scene whose first camera is not the photo's."""
+    from backend.stages.lift import lift_to_points
+    from backend.stages.multiview import render_points_zbuffer
+    from backend.tools.evaluate import Scene
+
+    scene = Scene(folder, max_side=10_000)
+    if not scene.has_gt or scene.true_depth is None:
+        return []
+    depth = np.load(scene.true_depth).astype(np.float32)
+    if depth.shape != (scene.H, scene.W):
+        depth = cv2.resize(depth, (scene.W, scene.H), interpolation=cv2.INTER_NEAREST)
+    pts = lift_to_points(scene.rgb, depth, scene.camera)
+    out = []
+    for path in json.loads((folder / "scene.json").read_text()).get("paths", []):
+        truth = scene.gt_frames(path)
+        cams = scene.path_cameras(path, 1 if truth is None else len(truth))
+        if truth is None or np.abs(cams[0].w2c[:3, 3]).max() < MIN_SHIFT:
+            continue
+        image, zbuf, valid = render_points_zbuffer(pts.xyz, pts.rgb, cams[0], pts.pixel_size)
+        if valid.all():
+            continue
+        edge, inner = split_holes(valid)
+        out.append(Holes(scene.name, path, truth[0], {m: fill(m, image, zbuf, valid) for m in FILLS}, edge, inner))
+    return out
+
+
+def score(views: list[Holes], lpips: bool = True) -> list[dict]:
+    """Per method and hole kind: pooled PSNR over the hole pixels, mean LPIPS over them, pixel share."""
+    from backend.tools.metrics.lpips import lpips_distance
+
+    rows = []
+    for kind in ("inner", "edge", "all"):
+        masks = [(v.inner if kind == "inner" else v.edge if kind == "edge" else v.inner | v.edge) for v in views]
+        used = [(v, m) for v, m in zip(views, masks) if m.any()]
+        if not used:  # e.g. no inner disocclusion at these cameras
+            continue
+        share = float(np.mean([m.mean() for m in masks])) if masks else 0.0
+        for method in FILLS:
+            se = np.concatenate([((v.fills[method] - v.truth) ** 2).mean(-1)[m] for v, m in used])
+            row = {"holes": kind, "method": method, "views": len(used), "hole_share": round(share, 5),
+                   "psnr": round(10 * math.log10(1 / max(float(se.mean()), 1e-12)), 3)}
+            if lpips:  # the truth with the fill in its holes: only the fill differs
+                d = [lpips_distance(np.where(m[..., None], v.fills[method], v.truth), v.truth, mask=m) for v, m in used]
+                row["lpips"] = round(float(np.mean(d)), 5)
+            rows.append(row)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    cols = ["holes", "method", "views", "hole_share", "psnr"] + (["lpips"] if any("lpips" in r for r in rows) else [])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r.get(c, "-")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m backend.tools.fill_bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--scenes", required=True, help="a folder of synthetic GT scenes (an evaluation's OUT/scenes), "
+                    "or one scene")
+    ap.add_argument("--out", help="also write fill_bench.csv and fill_bench.md here")
+    ap.add_argument("--no-lpips", action="store_true")
+    args = ap.parse_args(argv)
+    root = Path(args.scenes)
+    folders = [root] if (root / "gt").is_dir() else sorted(p for p in root.glob("*") if (p / "gt").is_dir())
+    if not folders:
+        print(f"error: {root} holds no synthetic ground-truth scene (a folder with gt/ and depth.npy). Generate "
+              "some with: python -m backend.evaluate --synthetic 3 --max-side 128 --out OUT, then pass OUT/scenes.",
+              file=sys.stderr)
+        return 2
+    views = [h for f in folders for h in scene_holes(f)]
+    if not views:
+        print(f"error: no path of the scenes in {root} starts away from the photo's camera, so there are no holes "
+              "to score. Regenerate the scenes with their default paths.", file=sys.stderr)
+        return 2
+    rows = score(views, lpips=not args.no_lpips)
+    md = table(rows)
+    print(f"{len(views)} views from {len(folders)} scene(s)")
+    print(md, end="")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "fill_bench.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(max(rows, key=len)), restval="")
+            w.writeheader()
+            w.writerows(rows)
+        (out / "fill_bench.md").write_text(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
