@@ -285,19 +285,19 @@ def fill_holes(image: np.ndarray, depth: np.ndarray, valid: np.ndarray,
         img[rest] = img[iy[rest], ix[rest]]
         dep[rest] = dep[iy[rest], ix[rest]]
     if texture and edge_inpaint:
-        img = _inpaint_edge_holes(image if not squeeze else image[..., None], depth, valid, img, dep, background_ratio)
+        img = _inpaint_edge_holes(image if not squeeze else image[..., None], depth, valid, img, dep)
     return (img[..., 0] if squeeze else img), dep
 
 
 def edge_holes(valid: np.ndarray) -> np.ndarray:
     """Hole pixels whose (8-connected) hole touches the frame: scenery past the photo's edge."""
-    n, labels = cv2.connectedComponents((~valid).astype(np.uint8), connectivity=8)
+    _, labels = cv2.connectedComponents((~valid).astype(np.uint8), connectivity=8)
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     return np.isin(labels, border[border > 0])
 
 
 def _inpaint_edge_holes(image: np.ndarray, depth: np.ndarray, valid: np.ndarray, filled: np.ndarray,
-                        filled_depth: np.ndarray, background_ratio: float) -> np.ndarray:
+                        filled_depth: np.ndarray) -> np.ndarray:
     """``filled`` with its edge holes' colours inpainted (OpenCV's Navier-Stokes) where no occluder is near.
 
     Past the frame the background-side rule's rows and columns of edge colour (plus mirrored
