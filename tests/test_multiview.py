@@ -247,37 +247,37 @@ def _smooth_texture(seed: int, h: int = 48, w: int = 64) -> np.ndarray:
     return np.clip((noise - noise.mean()) * 4 + 0.5 + np.linspace(0, 0.2, w)[None, :, None], 0, 1).astype(np.float32)
 
 
-def test_edge_holes_are_inpainted_and_continue_the_texture_closer_to_the_truth():
+def test_holes_past_the_frame_are_inpainted_and_continue_the_texture_closer_to_the_truth():
     """Past the frame there is nothing to choose between, and the background-side rule's rows of
-    edge colour with mirrored texture read as streaks: edge holes are inpainted instead."""
-    from backend.stages.multiview import edge_holes
+    edge colour with mirrored texture read as streaks: open holes are inpainted instead."""
     from backend.tools.metrics.image import psnr
 
     valid = np.ones((48, 64), bool)
     valid[:, :6] = False  # a strip past the left edge and one past the bottom, as a turned camera sees
     valid[-5:] = False
-    valid[20:24, 30:34] = False  # an inner hole: not an edge hole
-    assert edge_holes(valid).sum() == (~valid).sum() - 16
+    valid[20:24, 30:34] = False  # an inner hole: between observed pixels, it keeps the rule
+    strips = ~valid
+    strips[20:24, 30:34] = False
     for seed in range(3):
         truth = _smooth_texture(seed)
         img = np.where(valid[..., None], truth, 0.0).astype(np.float32)
         dep = np.full((48, 64), 2.0, np.float32)
         new = fill_holes(img, dep, valid, texture=True)[0]
-        old = fill_holes(img, dep, valid, texture=True, edge_inpaint=False)[0]
-        edge = edge_holes(valid)
-        assert psnr(new, truth, edge) > psnr(old, truth, edge) + 0.4  # +0.96, +0.64, +0.73 dB
-        np.testing.assert_array_equal(new[~edge], old[~edge])  # inner holes and observed pixels as before
+        old = fill_holes(img, dep, valid, texture=True, open_inpaint=False)[0]
+        assert psnr(new, truth, strips) > psnr(old, truth, strips) + 0.4  # +0.96, +0.64, +0.73 dB
+        np.testing.assert_array_equal(new[~strips], old[~strips])  # the inner hole and observed pixels as before
 
 
-def test_an_edge_hole_beside_a_near_occluder_keeps_the_background():
-    """A disocclusion that reaches the frame (a strip beside a tree trunk, down to the bottom edge):
-    inpainting would pull the trunk's colour in, so beside an occluder the background rule stays."""
+@pytest.mark.parametrize("rows", [slice(8, None), slice(0, None)], ids=["to the bottom edge", "frame high"])
+def test_a_disocclusion_that_reaches_the_frame_keeps_the_background(rows):
+    """A strip beside a tree trunk that reaches the frame's edge has the ground on one side and the
+    trunk on the other: it is not open, so the rule takes the ground and the trunk's colour stays out."""
     img = np.zeros((40, 30, 3), np.float32)
     dep = np.full((40, 30), 3.0, np.float32)
     img[:, :, 2] = 1.0  # ground, blue, z = 3
-    img[8:, 16:] = [0.0, 1.0, 0.0]  # the trunk, green, z = 1
-    dep[8:, 16:] = 1.0
+    img[rows, 16:] = [0.0, 1.0, 0.0]  # the trunk, green, z = 1
+    dep[rows, 16:] = 1.0
     valid = np.ones((40, 30), bool)
-    valid[8:, 12:16] = False
+    valid[rows, 12:16] = False
     strip = fill_holes(img, dep, valid, texture=True)[0][12:, 12:16]
     assert np.all(strip[..., 2] > 0.9) and np.all(strip[..., 1] < 0.1)

@@ -178,9 +178,7 @@ def _nearest_valid_along(valid: np.ndarray, axis: int, reverse: bool) -> np.ndar
     return np.where(near == n, -1, near)
 
 
-EDGE_INPAINT_RADIUS = 3  # px, OpenCV's neighbourhood
-OCCLUDER_REACH = 4  # px: an edge hole pixel this close to an occluder keeps the background-side rule
-OCCLUDER_RATIO = 0.5  # an observed surface at most this share of a hole pixel's depth occludes it
+OPEN_INPAINT_RADIUS = 3  # px, OpenCV's neighbourhood
 DETAIL_SIGMA = 2.0  # px: what is finer than this is texture (carried into holes), the rest is shading
 
 
@@ -214,7 +212,7 @@ def _mirrored(img: np.ndarray, detail: np.ndarray, dep: np.ndarray, valid: np.nd
 
 def fill_holes(image: np.ndarray, depth: np.ndarray, valid: np.ndarray,
                background_ratio: float = BACKGROUND_RATIO, texture: bool = False,
-               edge_inpaint: bool = True) -> tuple[np.ndarray, np.ndarray]:
+               open_inpaint: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Fill invalid pixels from the background side; returns (image, depth) filled.
 
     Every hole pixel looks for the nearest observed pixel left/right and up/down and takes its
@@ -226,8 +224,9 @@ def fill_holes(image: np.ndarray, depth: np.ndarray, valid: np.ndarray,
     ground beside it and not from the sky a hundred pixels above. Axes whose depth is nearer than
     the farthest axis get a quarter weight. Pixels no ray reaches (rare corners) copy the nearest
     filled pixel; Telea inpainting was tried there but overshoots depth to negative values. With
-    ``texture`` and ``edge_inpaint``, the colours of holes that touch the frame are then inpainted
-    (``_inpaint_edge_holes``); depths keep the rule.
+    ``texture`` and ``open_inpaint``, the colours of open hole pixels (no observed pixel on both
+    sides along either axis: past the frame's edge) are then inpainted (``_inpaint_open``); depths
+    keep the rule.
     """
     squeeze = image.ndim == 2
     img = (image[..., None] if squeeze else image).astype(np.float32, copy=True)
@@ -246,6 +245,7 @@ def fill_holes(image: np.ndarray, depth: np.ndarray, valid: np.ndarray,
     hy, hx = np.nonzero(hole)
     detail = _detail(img, valid) if texture else np.zeros_like(img)
     axis_val, axis_dep, axis_w = [], [], []
+    enclosed = np.zeros(len(hy), bool)  # observed pixels on both sides along some axis
     for axis, pos, size in ((0, hy, H), (1, hx, W)):
         sides = []
         for reverse in (False, True):
@@ -258,6 +258,7 @@ def fill_holes(image: np.ndarray, depth: np.ndarray, valid: np.ndarray,
             sides.append((ok, dist, dep[sy, sx], _mirrored(img, detail, dep, valid, axis, pos, near, ok, sy, sx,
                                                             background_ratio)))
         (ok0, d0, z0, v0), (ok1, d1, z1, v1) = sides
+        enclosed |= ok0 & ok1
         z0 = np.where(ok0, z0, -np.inf)
         z1 = np.where(ok1, z1, -np.inf)
         similar = ok0 & ok1 & (z0 >= background_ratio * z1) & (z1 >= background_ratio * z0)
@@ -284,41 +285,27 @@ def fill_holes(image: np.ndarray, depth: np.ndarray, valid: np.ndarray,
         iy, ix = distance_transform_edt(rest, return_distances=False, return_indices=True)
         img[rest] = img[iy[rest], ix[rest]]
         dep[rest] = dep[iy[rest], ix[rest]]
-    if texture and edge_inpaint:
-        img = _inpaint_edge_holes(image if not squeeze else image[..., None], depth, valid, img, dep)
+    if texture and open_inpaint and not enclosed.all():
+        open_ = np.zeros((H, W), bool)
+        open_[hy[~enclosed], hx[~enclosed]] = True
+        img = _inpaint_open(image if not squeeze else image[..., None], valid, open_, img)
     return (img[..., 0] if squeeze else img), dep
 
 
-def edge_holes(valid: np.ndarray) -> np.ndarray:
-    """Hole pixels whose (8-connected) hole touches the frame: scenery past the photo's edge."""
-    _, labels = cv2.connectedComponents((~valid).astype(np.uint8), connectivity=8)
-    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    return np.isin(labels, border[border > 0])
+def _inpaint_open(image: np.ndarray, valid: np.ndarray, open_: np.ndarray, filled: np.ndarray) -> np.ndarray:
+    """``filled`` with the colours of its ``open_`` hole pixels inpainted (OpenCV's Navier-Stokes).
 
-
-def _inpaint_edge_holes(image: np.ndarray, depth: np.ndarray, valid: np.ndarray, filled: np.ndarray,
-                        filled_depth: np.ndarray) -> np.ndarray:
-    """``filled`` with its edge holes' colours inpainted (OpenCV's Navier-Stokes) where no occluder is near.
-
-    Past the frame the background-side rule's rows and columns of edge colour (plus mirrored
-    texture) read as streaks; inpainting continues the surface's isophotes instead. Inpainting
-    does not know depth, though: a hole pixel with an observed surface much nearer than its own
-    (the rule's) within OCCLUDER_REACH keeps the rule, so an occluder's colour does not flow into
-    the background it uncovered.
+    An open pixel has no observed pixel on both sides along either axis, as past the frame's edge:
+    there is nothing for the background rule to choose between, and its rows and columns of edge
+    colour (plus mirrored texture) read as streaks, where inpainting continues the isophotes. A
+    pixel between two surfaces along some axis (a disocclusion, even one that reaches the frame)
+    keeps the rule, which knows depth and takes the background.
     """
-    edge = edge_holes(valid)
-    if not edge.any():
-        return filled
-    k = 2 * OCCLUDER_REACH + 1
-    nearest = cv2.erode(np.where(valid, depth, np.inf).astype(np.float32), np.ones((k, k), np.uint8))
-    free = edge & (nearest >= OCCLUDER_RATIO * filled_depth)
-    if not free.any():
-        return filled
     mask = (~valid).astype(np.uint8)
     out = filled.copy()
     for c in range(image.shape[2]):  # float32 is inpainted one channel at a time
         ch = np.where(valid, image[..., c], 0.0).astype(np.float32)
-        out[..., c] = np.where(free, cv2.inpaint(ch, mask, EDGE_INPAINT_RADIUS, cv2.INPAINT_NS), filled[..., c])
+        out[..., c] = np.where(open_, cv2.inpaint(ch, mask, OPEN_INPAINT_RADIUS, cv2.INPAINT_NS), filled[..., c])
     return np.clip(out, 0.0, 1.0)
 
 
@@ -387,7 +374,7 @@ INPUTS = ("image", "lift")
 CACHED = True
 
 
-FILL_RECIPE = "edge-inpaint"  # bump when fill_holes changes, so cached views are not reused
+FILL_RECIPE = "open-inpaint"  # bump when fill_holes changes, so cached views are not reused
 
 
 def params(ctx) -> dict:

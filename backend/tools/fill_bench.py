@@ -45,7 +45,7 @@ def fill(method: str, image: np.ndarray, depth: np.ndarray, valid: np.ndarray) -
     if method == "ours":  # as the pipeline fills
         return fill_holes(image, depth, valid, texture=True)[0]
     if method in ("mirror", "stretch"):  # the background-side rule everywhere, with and without mirrored texture
-        return fill_holes(image, depth, valid, texture=method == "mirror", edge_inpaint=False)[0]
+        return fill_holes(image, depth, valid, texture=method == "mirror", open_inpaint=False)[0]
     flag = cv2.INPAINT_TELEA if method == "telea" else cv2.INPAINT_NS
     u8 = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
     out = cv2.inpaint(u8, (~valid).astype(np.uint8), INPAINT_RADIUS, flag).astype(np.float32) / 255.0
@@ -54,9 +54,9 @@ def fill(method: str, image: np.ndarray, depth: np.ndarray, valid: np.ndarray) -
 
 def split_holes(valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(hole pixels whose 8-connected hole touches the frame, the other hole pixels)."""
-    from backend.stages.multiview import edge_holes
-
-    edge = edge_holes(valid)
+    _, labels = cv2.connectedComponents((~valid).astype(np.uint8), connectivity=8)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    edge = np.isin(labels, border[border > 0])
     return edge, ~valid & ~edge
 
 
