@@ -288,12 +288,13 @@ def fill_holes(image: np.ndarray, depth: np.ndarray, valid: np.ndarray,
     if texture and open_inpaint and not enclosed.all():
         open_ = np.zeros((H, W), bool)
         open_[hy[~enclosed], hx[~enclosed]] = True
-        img = _inpaint_open(image if not squeeze else image[..., None], valid, open_, img)
+        img = _inpaint_open(img, valid, open_)
     return (img[..., 0] if squeeze else img), dep
 
 
-def _inpaint_open(image: np.ndarray, valid: np.ndarray, open_: np.ndarray, filled: np.ndarray) -> np.ndarray:
-    """``filled`` with the colours of its ``open_`` hole pixels inpainted (OpenCV's Navier-Stokes).
+def _inpaint_open(filled: np.ndarray, valid: np.ndarray, open_: np.ndarray) -> np.ndarray:
+    """``filled`` with the colours of its ``open_`` hole pixels inpainted (OpenCV's Navier-Stokes)
+    from its observed pixels.
 
     An open pixel has no observed pixel on both sides along either axis, as past the frame's edge:
     there is nothing for the background rule to choose between, and its rows and columns of edge
@@ -303,8 +304,8 @@ def _inpaint_open(image: np.ndarray, valid: np.ndarray, open_: np.ndarray, fille
     """
     mask = (~valid).astype(np.uint8)
     out = filled.copy()
-    for c in range(image.shape[2]):  # float32 is inpainted one channel at a time
-        ch = np.where(valid, image[..., c], 0.0).astype(np.float32)
+    for c in range(filled.shape[2]):  # float32 is inpainted one channel at a time
+        ch = np.where(valid, filled[..., c], 0.0).astype(np.float32)
         out[..., c] = np.where(open_, cv2.inpaint(ch, mask, OPEN_INPAINT_RADIUS, cv2.INPAINT_NS), filled[..., c])
     return np.clip(out, 0.0, 1.0)
 

@@ -97,7 +97,7 @@ def score(views: list[Holes], lpips: bool = True) -> list[dict]:
         used = [(v, m) for v, m in zip(views, masks) if m.any()]
         if not used:  # e.g. no inner disocclusion at these cameras
             continue
-        share = float(np.mean([m.mean() for m in masks])) if masks else 0.0
+        share = float(np.mean([m.mean() for m in masks]))
         for method in FILLS:
             se = np.concatenate([((v.fills[method] - v.truth) ** 2).mean(-1)[m] for v, m in used])
             row = {"holes": kind, "method": method, "views": len(used), "hole_share": round(share, 5),
