@@ -91,8 +91,7 @@ def test_the_far_wall_goes_on_behind_the_near_one_as_wide_as_the_parallax() -> N
     cols = np.unique(np.floor(uv[:, 0]).astype(int))
     assert cols.max() == 31 and len(cols) in (width, width + 1), cols  # the near side's band, by the edge
     assert len(xyz) == len(cols) * 48  # every row
-    assert col.min() > 0.45  # the far wall's colours, not the near wall's 0.1 ...
-    assert col.std() > 0.05  # ... with its stripes mirrored on, not one edge colour smeared
+    assert col.min() > 0.55 and col.max() < 0.85  # the far wall's colours (0.6-0.8), none of the near wall's 0.1
     assert len(size) == len(xyz) and np.all(size > 0)
     # No step, no points; and a masked band (the moving layer has its own backdrop) is left out.
     flat = lift_behind_edges(rgb, np.full_like(depth, 3.0), cam, shift=shift)

@@ -8,6 +8,7 @@ import pytest
 
 from backend.tools.metrics.motion import dis_flow
 from backend.tools.synthetic import eval_path_translations, generate_scene
+from backend.tools.synthetic.scene import _project, draw_params, hero_c2w_blender
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="bpy not installed")
 
@@ -130,15 +131,56 @@ def test_previous_loop_renders_show_the_scene_one_loop_earlier(scene):
         assert err < 0.7 * np.abs(now - before)[sky].mean()
 
 
-def test_edge_fill_is_closer_to_the_truth_than_the_mirrored_rows(scene):
+def test_edge_fill_is_closer_to_the_truth_than_the_rules_rows(scene):
     """``backend.tools.fill_bench`` on the rendered scene: the side path's first camera, at time 0,
     sees the photo's scene with strips past its edge, and the truth there is known."""
     from backend.tools.fill_bench import score, scene_holes
 
     out, _ = scene
     views = scene_holes(out)
-    assert [v.path for v in views] == ["side"] and views[0].edge.mean() > 0.01
+    assert [v.path for v in views] == ["side/0"] and views[0].edge.mean() > 0.01
     rows = {r["method"]: r for r in score(views, lpips=False) if r["holes"] == "edge"}
-    print({m: r["psnr"] for m, r in rows.items()})
-    assert rows["ours"]["psnr"] > rows["mirror"]["psnr"] + 0.5
-    assert rows["ours"]["psnr"] > rows["stretch"]["psnr"]
+    assert rows["ours"]["psnr"] > rows["rule"]["psnr"] + 1.0  # 31.80 against 29.60 dB
+
+
+@pytest.fixture(scope="module")
+def rocks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rocks")
+    info = generate_scene(0, out, width=128, height=96, n_frames=3, samples=8, paths=("side",), rocks=3, still=True)
+    return out, info
+
+
+def test_still_scenes_show_time_zero_from_every_camera(rocks):
+    out, info = rocks
+    assert info["still"] and not info["loop_truth"] and info["rocks"] == 3
+    assert not (out / "gt" / "side" / "previous_loop").exists()
+    a = cv2.imread(str(out / "image.png")).astype(float)
+    for k in range(3):  # the hero camera at "frame" k is the photo: nothing moved
+        assert np.abs(cv2.imread(str(out / "gt" / "hero" / f"{k:04d}.png")).astype(float) - a).mean() < 1.0
+    # each boulder's centre pixel sees its front, between the centre and a radius and a half before it
+    p = draw_params(0, rocks=3)
+    K = np.array(json.loads((out / "camera.json").read_text())["K"])
+    mask = cv2.imread(str(out / "mask.png"), cv2.IMREAD_GRAYSCALE) > 127
+    depth = np.load(out / "depth.npy") / info["scale_blender_to_normalised"]
+    for grid in p.rocks:
+        centre = grid.reshape(-1, 3).mean(0)
+        (u, v), z = _project(K, hero_c2w_blender(p), centre)
+        x, y = int(u), int(v)
+        r = np.linalg.norm(grid - centre, axis=-1).max()
+        assert 0 <= x < 128 and 0 <= y < 96 and not mask[y, x]  # in view, and still
+        assert z - 1.5 * r < depth[y, x] < z
+
+
+def test_disocclusions_behind_the_rocks_are_filled_from_the_surface_behind(rocks):
+    """The side path's end cameras look behind the boulders: inner holes whose truth is rendered.
+    Leaving the boulders' rims out of the inpainting's sources is what makes it work there; at this
+    size the rule's edge colours come close (``fill_bench``: level at 128 px, behind at 256)."""
+    from backend.tools.fill_bench import score, scene_holes
+
+    out, _ = rocks
+    views = scene_holes(out)
+    assert {v.path for v in views} == {"side/0", "side/2"}
+    assert sum(int(v.inner.sum()) for v in views) > 10
+    rows = {r["method"]: r for r in score(views) if r["holes"] == "inner"}
+    ours, plain = rows["ours"], rows["navier-stokes"]
+    assert ours["psnr"] > plain["psnr"] + 0.5 and ours["lpips"] < 0.9 * plain["lpips"]  # 24.67 / 23.59 dB

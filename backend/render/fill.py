@@ -4,7 +4,7 @@ Path cameras move away from the photo's frustum, and at their extremes part of t
 Gaussian at all (on the synthetic circle path up to 6% of a frame). Rendered over black, those
 strips flash in and out as the camera moves. Here the render is composited over a hole-filled
 copy of itself: pixels that are mostly uncovered take the background-side fill of
-``multiview.fill_holes``, the same rule that filled the pseudo views the Gaussians were trained on.
+``multiview.fill_holes``, the same fill as the pseudo views the Gaussians were trained on.
 
 Pixels that are mostly covered show their own colour un-premultiplied. A moved camera sees
 between a near and a far surface through cracks narrower than a pixel (alpha 0.7-0.8 at a depth
@@ -31,6 +31,6 @@ def composite_over_fill(colors: np.ndarray, alpha: np.ndarray, depth: np.ndarray
     straight = np.where(covered[..., None], colors / np.maximum(a, 1e-6)[..., None], 0.0).astype(np.float32)
     if covered.all():  # still un-premultiplied (cracks) and clipped (a saturated sky renders a few % above 1.0)
         return np.clip(straight, 0.0, 1.0), 0.0
-    fill, _ = fill_holes(np.clip(straight, 0.0, 1.0), np.where(covered, z, 0.0), covered, texture=True)
+    fill, _ = fill_holes(np.clip(straight, 0.0, 1.0), np.where(covered, z, 0.0), covered, inpaint=True)
     out = colors + (1.0 - a)[..., None] * fill
     return np.clip(out, 0.0, 1.0).astype(np.float32), float(1.0 - covered.mean())

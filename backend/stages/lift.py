@@ -150,8 +150,8 @@ def lift_behind_edges(rgb: np.ndarray, depth: np.ndarray, camera: Camera, shift:
     in any renderer that composites over a background, Blender's included) and a strip of several
     pixels at the paths' extremes. Here the near side of every step, as wide as a camera moved by
     ``shift`` opens it there (``f * shift * (1/z_near - 1/z_far)`` pixels), is filled from the far
-    side by the rule the pseudo views use (``multiview.fill_holes``: the background's edge colour
-    and its mirrored texture, the background's depth), and lifted at that depth: a second layer,
+    side as the pseudo views are filled (``multiview.fill_holes``: the background's depth, and its
+    colour inpainted without the near surface), and lifted at that depth: a second layer,
     hidden from the photo's camera behind the near surface. Near pixels in ``exclude`` get none.
     Returns (xyz, rgb, pixel_size).
     """
@@ -181,7 +181,7 @@ def lift_behind_edges(rgb: np.ndarray, depth: np.ndarray, camera: Camera, shift:
     band = (dist <= near_gap) & (z < BACKGROUND_RATIO * near_far)
     if exclude is not None:
         band &= ~np.asarray(exclude, bool)
-    filled, fz = fill_holes(np.asarray(rgb, np.float32), np.where(band, 0.0, z), ~band, texture=True)
+    filled, fz = fill_holes(np.asarray(rgb, np.float32), np.where(band, 0.0, z), ~band, inpaint=True)
     behind = band & (fz * BACKGROUND_RATIO > z)  # filled from the far side, not from the near surface
     ys, xs = np.nonzero(behind)
     xyz, size = _backproject(xs + 0.5, ys + 0.5, fz[ys, xs], camera)

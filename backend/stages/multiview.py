@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.ndimage import distance_transform_edt
+from scipy.ndimage import distance_transform_edt, label, maximum
 
 from backend.model.camera import Camera, rotation_yaw_pitch
 from backend.infra.errors import LoopscapeError
@@ -178,55 +178,24 @@ def _nearest_valid_along(valid: np.ndarray, axis: int, reverse: bool) -> np.ndar
     return np.where(near == n, -1, near)
 
 
-OPEN_INPAINT_RADIUS = 3  # px, OpenCV's neighbourhood
-DETAIL_SIGMA = 2.0  # px: what is finer than this is texture (carried into holes), the rest is shading
-
-
-def _detail(img: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """The image minus its local mean over observed pixels (normalised convolution): its texture."""
-    w = valid.astype(np.float32)
-    num = cv2.GaussianBlur(img * w[..., None], (0, 0), DETAIL_SIGMA)
-    den = cv2.GaussianBlur(w, (0, 0), DETAIL_SIGMA)
-    num = num.reshape(img.shape)
-    return np.where(valid[..., None], img - num / np.maximum(den, 1e-6)[..., None], 0.0).astype(np.float32)
-
-
-def _mirrored(img: np.ndarray, detail: np.ndarray, dep: np.ndarray, valid: np.ndarray, axis: int, pos: np.ndarray,
-              near: np.ndarray, ok: np.ndarray, sy: np.ndarray, sx: np.ndarray, background_ratio: float) -> np.ndarray:
-    """The colour a hole pixel takes from one side: the edge pixel plus the texture mirrored about the edge.
-
-    A pixel d steps into the hole gets the detail (colour minus local mean) of the pixel d steps
-    back from the edge, on top of the edge colour: the texture of the surface beside the hole goes
-    on into it, while its shading continues flat from the edge, as before, so a smooth gradient is
-    not folded back. Where the mirror leaves the image, lands on a hole or on a nearer surface (an
-    occluder is not background), the edge pixel alone is used.
-    """
-    size = img.shape[axis]
-    m = 2 * near - pos
-    inside = ok & (m >= 0) & (m < size)
-    m = np.clip(m, 0, size - 1)
-    my, mx = (m, sx) if axis == 0 else (sy, m)
-    use = inside & valid[my, mx] & (dep[my, mx] >= background_ratio * dep[sy, sx])
-    return img[sy, sx] + np.where(use[:, None], detail[my, mx], 0.0)
+INPAINT_RADIUS = 3  # px, OpenCV's neighbourhood for the colour inpainting
+REACH_K = 3.0
 
 
 def fill_holes(image: np.ndarray, depth: np.ndarray, valid: np.ndarray,
-               background_ratio: float = BACKGROUND_RATIO, texture: bool = False,
-               open_inpaint: bool = True) -> tuple[np.ndarray, np.ndarray]:
+               background_ratio: float = BACKGROUND_RATIO, inpaint: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Fill invalid pixels from the background side; returns (image, depth) filled.
 
     Every hole pixel looks for the nearest observed pixel left/right and up/down and takes its
-    value from there; for colour images (``texture``) the texture mirrored about the edge is added
-    so that it continues (``_mirrored``); masks and flows are extended as they are. Along each axis
+    value from there (the rule); masks, flows and depths are extended this way. Along each axis
     the farther of the two wins (both blend linearly when at a similar depth), so a disocclusion
     next to a near occluder takes the far surface it uncovered. The axes blend by 1/span^4: the
     narrow direction across the hole dominates, so a thin strip beside a tree is filled from the
     ground beside it and not from the sky a hundred pixels above. Axes whose depth is nearer than
     the farthest axis get a quarter weight. Pixels no ray reaches (rare corners) copy the nearest
     filled pixel; Telea inpainting was tried there but overshoots depth to negative values. With
-    ``texture`` and ``open_inpaint``, the colours of open hole pixels (no observed pixel on both
-    sides along either axis: past the frame's edge) are then inpainted (``_inpaint_open``); depths
-    keep the rule.
+    ``inpaint`` (colour images), the colours are then inpainted behind the occluders that the
+    rule's depths reveal (``_inpaint_behind``).
     """
     squeeze = image.ndim == 2
     img = (image[..., None] if squeeze else image).astype(np.float32, copy=True)
@@ -243,7 +212,6 @@ def fill_holes(image: np.ndarray, depth: np.ndarray, valid: np.ndarray,
 
     H, W, C = img.shape
     hy, hx = np.nonzero(hole)
-    detail = _detail(img, valid) if texture else np.zeros_like(img)
     axis_val, axis_dep, axis_w = [], [], []
     enclosed = np.zeros(len(hy), bool)  # observed pixels on both sides along some axis
     for axis, pos, size in ((0, hy, H), (1, hx, W)):
@@ -255,8 +223,7 @@ def fill_holes(image: np.ndarray, depth: np.ndarray, valid: np.ndarray,
             sx = hx if axis == 0 else np.where(ok, near, 0)
             # a missing side extends to the image border: the hole is at least that long
             dist = np.where(ok, np.abs(pos - near), (pos + 1) if not reverse else (size - pos)).astype(np.float32)
-            sides.append((ok, dist, dep[sy, sx], _mirrored(img, detail, dep, valid, axis, pos, near, ok, sy, sx,
-                                                            background_ratio)))
+            sides.append((ok, dist, dep[sy, sx], img[sy, sx]))
         (ok0, d0, z0, v0), (ok1, d1, z1, v1) = sides
         enclosed |= ok0 & ok1
         z0 = np.where(ok0, z0, -np.inf)
@@ -275,8 +242,6 @@ def fill_holes(image: np.ndarray, depth: np.ndarray, valid: np.ndarray,
     reached = wsum > 0
     wn = aw / np.maximum(wsum, 1e-30)[:, None]
     img[hy, hx] = wn[:, :1] * axis_val[0] + wn[:, 1:] * axis_val[1]
-    if texture:  # edge colour plus detail can leave [0, 1]
-        np.clip(img, 0.0, 1.0, out=img)
     dep[hy, hx] = np.where(reached, (wn * np.where(aw > 0, ad, 0.0)).sum(1), 0.0)
 
     if not reached.all():
@@ -285,37 +250,50 @@ def fill_holes(image: np.ndarray, depth: np.ndarray, valid: np.ndarray,
         iy, ix = distance_transform_edt(rest, return_distances=False, return_indices=True)
         img[rest] = img[iy[rest], ix[rest]]
         dep[rest] = dep[iy[rest], ix[rest]]
-    if texture and open_inpaint and not enclosed.all():
-        open_ = np.zeros((H, W), bool)
-        open_[hy[~enclosed], hx[~enclosed]] = True
-        img = _inpaint_open(img, valid, open_)
+    if inpaint:
+        inner = np.zeros((H, W), bool)
+        inner[hy[enclosed], hx[enclosed]] = True
+        img = _inpaint_behind(img, dep, valid, inner, background_ratio)
     return (img[..., 0] if squeeze else img), dep
 
 
-def _inpaint_open(filled: np.ndarray, valid: np.ndarray, open_: np.ndarray) -> np.ndarray:
-    """``filled`` with the colours of its ``open_`` hole pixels inpainted (OpenCV's Navier-Stokes)
-    from its observed pixels.
+def _inpaint_behind(filled: np.ndarray, depth: np.ndarray, valid: np.ndarray, enclosed: np.ndarray,
+                    background_ratio: float) -> np.ndarray:
+    """``filled`` with every hole pixel's colour inpainted (OpenCV's Navier-Stokes) from the
+    observed pixels, less the occluders beside the disocclusions.
 
-    An open pixel has no observed pixel on both sides along either axis, as past the frame's edge:
-    there is nothing for the background rule to choose between, and its rows and columns of edge
-    colour (plus mirrored texture) read as streaks, where inpainting continues the isophotes. A
-    pixel between two surfaces along some axis (a disocclusion, even one that reaches the frame)
-    keeps the rule, which knows depth and takes the background.
+    Rows and columns of edge colour read as streaks where inpainting continues the isophotes. An
+    enclosed hole pixel (observed pixels on both sides along some axis) is a disocclusion, and the
+    rule has given it the uncovered surface's depth. Observed pixels near the hole and nearer than
+    that (the occluder's rim) are masked out with it, so the fill continues the surface behind the
+    occluder, not the occluder. "Near" is within the hole's width plus the inpainting radius of
+    its nearest enclosed pixel. Past the frame's edge (open pixels) there is nothing to choose
+    between, and every observed pixel serves.
     """
-    mask = (~valid).astype(np.uint8)
+    hole = ~valid
+    sources = valid.copy()
+    if enclosed.any():
+        labels, n = label(enclosed)
+        half_width = np.atleast_1d(maximum(distance_transform_edt(hole), labels, np.arange(1, n + 1)))
+        dist, (iy, ix) = distance_transform_edt(~enclosed, return_indices=True)
+        # the hole's width plus the radius: each hole pixel is then nearer to the background's
+        # pixels than to the occluder's left as sources, and the inpainting reaches it from there
+        reach = 2 * np.ceil(half_width[labels[iy, ix] - 1]) + INPAINT_RADIUS
+        sources &= ~((dist <= reach) & (depth < background_ratio * depth[iy, ix]))
+    mask = (~sources).astype(np.uint8)
     out = filled.copy()
     for c in range(filled.shape[2]):  # float32 is inpainted one channel at a time
-        ch = np.where(valid, filled[..., c], 0.0).astype(np.float32)
-        out[..., c] = np.where(open_, cv2.inpaint(ch, mask, OPEN_INPAINT_RADIUS, cv2.INPAINT_NS), filled[..., c])
+        ch = np.where(sources, filled[..., c], 0.0).astype(np.float32)
+        out[..., c] = np.where(hole, cv2.inpaint(ch, mask, INPAINT_RADIUS, cv2.INPAINT_NS), filled[..., c])
     return np.clip(out, 0.0, 1.0)
 
 
 def render_view(xyz: np.ndarray, values: np.ndarray, camera: Camera, point_size: np.ndarray | None = None,
-                fill: bool = True, texture: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                fill: bool = True, inpaint: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`render_points_zbuffer` plus (optionally) :func:`fill_holes`; valid marks observed pixels."""
     image, depth, valid = render_points_zbuffer(xyz, values, camera, point_size)
     if fill:
-        image, depth = fill_holes(image, depth, valid, texture=texture)
+        image, depth = fill_holes(image, depth, valid, inpaint=inpaint)
     return image, depth, valid
 
 
@@ -362,7 +340,7 @@ def synthesize_views(xyz: np.ndarray, rgb: np.ndarray, point_size: np.ndarray | 
     valid = np.zeros((V, H, W), bool)
     depths = np.zeros((V, H, W), np.float32)
     for i, cam in enumerate(cameras):
-        img, dep, val = render_view(xyz, rgb, cam, point_size, fill=fill, texture=True)
+        img, dep, val = render_view(xyz, rgb, cam, point_size, fill=fill, inpaint=True)
         images[i], depths[i], valid[i] = np.clip(img, 0.0, 1.0), dep, val
         if events is not None:
             events.progress("multiview", (i + 1) / V)
@@ -375,7 +353,7 @@ INPUTS = ("image", "lift")
 CACHED = True
 
 
-FILL_RECIPE = "open-inpaint"  # bump when fill_holes changes, so cached views are not reused
+FILL_RECIPE = "inpaint-behind"  # bump when fill_holes changes, so cached views are not reused
 
 
 def params(ctx) -> dict:

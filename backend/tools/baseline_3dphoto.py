@@ -36,7 +36,7 @@ def render_3dphoto_baseline(rgb: np.ndarray, depth: np.ndarray, camera: Camera, 
     holes = []
     for i, cam in enumerate(path):
         colours = loop[i % n_frames].reshape(-1, 3)[points.pixel]
-        img, _z, valid = render_view(points.xyz, colours, cam, points.pixel_size, fill=True, texture=True)
+        img, _z, valid = render_view(points.xyz, colours, cam, points.pixel_size, fill=True, inpaint=True)
         out[i] = np.clip(img, 0.0, 1.0)
         holes.append(1.0 - float(valid.mean()))
     return BaselineVideo(frames=out, hole_fraction=float(np.mean(holes)))

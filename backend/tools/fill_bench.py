@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-FILLS = ("ours", "mirror", "stretch", "telea", "navier-stokes")
+FILLS = ("ours", "rule", "telea", "navier-stokes")
 INPAINT_RADIUS = 3  # px, OpenCV's neighbourhood for the two inpainting methods
 MIN_SHIFT = 1e-6  # a path whose first camera sits at the photo's sees no holes
 
@@ -42,10 +42,8 @@ def fill(method: str, image: np.ndarray, depth: np.ndarray, valid: np.ndarray) -
     """``image`` with its invalid pixels filled by ``method`` (one of FILLS)."""
     from backend.stages.multiview import fill_holes
 
-    if method == "ours":  # as the pipeline fills
-        return fill_holes(image, depth, valid, texture=True)[0]
-    if method in ("mirror", "stretch"):  # the background-side rule everywhere, with and without mirrored texture
-        return fill_holes(image, depth, valid, texture=method == "mirror", open_inpaint=False)[0]
+    if method in ("ours", "rule"):  # as the pipeline fills; the background-side rule's edge colours alone
+        return fill_holes(image, depth, valid, inpaint=method == "ours")[0]
     flag = cv2.INPAINT_TELEA if method == "telea" else cv2.INPAINT_NS
     u8 = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
     out = cv2.inpaint(u8, (~valid).astype(np.uint8), INPAINT_RADIUS, flag).astype(np.float32) / 255.0
@@ -73,17 +71,23 @@ def scene_holes(folder: Path) -> list[Holes]:
     if depth.shape != (scene.H, scene.W):
         depth = cv2.resize(depth, (scene.W, scene.H), interpolation=cv2.INTER_NEAREST)
     pts = lift_to_points(scene.rgb, depth, scene.camera)
+    info = json.loads((folder / "scene.json").read_text())
     out = []
-    for path in json.loads((folder / "scene.json").read_text()).get("paths", []):
+    for path in info.get("paths", []):
         truth = scene.gt_frames(path)
-        cams = scene.path_cameras(path, 1 if truth is None else len(truth))
-        if truth is None or np.abs(cams[0].w2c[:3, 3]).max() < MIN_SHIFT:
+        if truth is None:
             continue
-        image, zbuf, valid = render_points_zbuffer(pts.xyz, pts.rgb, cams[0], pts.pixel_size)
-        if valid.all():
-            continue
-        edge, inner = split_holes(valid)
-        out.append(Holes(scene.name, path, truth[0], {m: fill(m, image, zbuf, valid) for m in FILLS}, edge, inner))
+        cams = scene.path_cameras(path, len(truth))
+        # a still scene shows time 0 from every camera; a loop's frames show it only from the first
+        for k in range(len(truth) if info.get("still") else 1):
+            if np.abs(cams[k].w2c[:3, 3]).max() < MIN_SHIFT:
+                continue
+            image, zbuf, valid = render_points_zbuffer(pts.xyz, pts.rgb, cams[k], pts.pixel_size)
+            if valid.all():
+                continue
+            edge, inner = split_holes(valid)
+            out.append(Holes(scene.name, f"{path}/{k}", truth[k], {m: fill(m, image, zbuf, valid) for m in FILLS},
+                             edge, inner))
     return out
 
 

@@ -137,6 +137,11 @@ def build(bpy, spec: dict):
         obj.pass_index = 1
         movers[name] = (obj, np.array(o["velocity"], float))
 
+    for i, rock in enumerate(spec.get("rocks", [])):  # still boulders: static, like the terrain
+        obj = _grid_mesh(bpy, f"rock_{i}", np.array(rock["grid"]))
+        obj.data.materials.append(_material(bpy, f"rock_{i}", "lit", spec["materials"]["rock"], sun_dir))
+        obj.pass_index = 0
+
     cam_data = bpy.data.cameras.new("cam")
     cam_data.lens = spec["camera"]["lens"]
     cam_data.sensor_width = spec["camera"]["sensor"]

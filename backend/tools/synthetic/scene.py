@@ -14,6 +14,13 @@ move at known constant velocities, rendered with Blender (Cycles, CPU) in a subp
     gt/<path>/path.json  {"width", "height", "frames": [{"K", "w2c"}]} (OpenCV world = hero frame)
     gt/<path>/previous_loop/NNNN.png  frame k's camera one loop earlier, at time k - n_frames (k >= 1)
 
+Two options serve the disocclusion benchmark (``backend.tools.fill_bench``). ``rocks=K`` stands K
+textured boulders on the ground or in the water between 5 and 9 units ahead, so that the paths'
+cameras look behind them: disocclusions inside the frame whose hidden surface the renders know.
+``still=True`` renders every camera at time 0 (no loop, no ``previous_loop``), so that every
+frame of a path shows the photo's scene from another place. Both default off, and the scenes the
+evaluation generates are unchanged by them.
+
 The loop truth. A seamless loop of N frames must show frame 0 again at frame N, yet the true scene
 has moved on by then, so every loop cross-fades from the motion that starts at the photo (time t)
 into the motion that ends at it (time t - N). Scored against the plain video, most of the moving
@@ -74,6 +81,7 @@ class SceneParams:
     sky_grid: np.ndarray
     materials: dict
     sun_rotation: tuple
+    rocks: list[np.ndarray]  # (ny, nx, 3) closed grids of boulder vertices, world units
 
 
 def _terrain(rng: np.random.Generator) -> np.ndarray:
@@ -96,7 +104,44 @@ def _plane(x0, x1, y0, y1, z0, z1, vertical: bool) -> np.ndarray:
     return np.array([[[x0, y0, z0], [x1, y0, z0]], [[x0, y1, z0], [x1, y1, z0]]], float)
 
 
-def draw_params(seed: int) -> SceneParams:
+def _terrain_height(grid: np.ndarray, x: float, y: float) -> float:
+    """Bilinear height of the terrain grid at (x, y)."""
+    xs, ys = grid[0, :, 0], grid[:, 0, 1]
+    i = int(np.clip(np.searchsorted(ys, y) - 1, 0, len(ys) - 2))
+    j = int(np.clip(np.searchsorted(xs, x) - 1, 0, len(xs) - 2))
+    ty = float(np.clip((y - ys[i]) / (ys[i + 1] - ys[i]), 0, 1))
+    tx = float(np.clip((x - xs[j]) / (xs[j + 1] - xs[j]), 0, 1))
+    z = grid[i:i + 2, j:j + 2, 2]
+    return float((1 - ty) * ((1 - tx) * z[0, 0] + tx * z[0, 1]) + ty * ((1 - tx) * z[1, 0] + tx * z[1, 1]))
+
+
+def _rocks(seed: int, count: int, terrain: np.ndarray, lens: float) -> list[np.ndarray]:
+    """``count`` lumpy boulders in the hero view, 5-9 units ahead, resting on the ground or the water.
+
+    Drawn from their own random stream, so that the rest of the scene is the seed's without them.
+    Each is a closed latitude-longitude grid (its seam column repeated) that ``_grid_mesh`` builds.
+    """
+    rng = np.random.default_rng([seed, 1])
+    half_width = 18.0 / lens  # tan of the hero camera's half field of view (36 mm sensor)
+    lat = np.linspace(0.0, np.pi, 10)[:, None]
+    lon = np.linspace(0.0, 2 * np.pi, 17)[None, :]
+    rocks = []
+    for _ in range(count):
+        y = rng.uniform(5.0, 9.0)
+        x = rng.uniform(-0.6, 0.6) * half_width * y
+        r = rng.uniform(0.45, 0.9)
+        lump = 1.0 + sum(rng.uniform(0.04, 0.1) * np.sin(k * lon + rng.uniform(0, 6)) * np.sin(lat) ** 2
+                         * np.cos(m * lat + rng.uniform(0, 6)) for k, m in ((2, 1), (3, 2), (5, 3)))
+        radius = r * lump
+        base = max(_terrain_height(terrain, x, y), 0.0)  # on the river bed the water covers its foot
+        grid = np.stack([x + radius * np.sin(lat) * np.cos(lon) * rng.uniform(0.9, 1.3),
+                         y + radius * np.sin(lat) * np.sin(lon),
+                         base + 0.55 * r + 0.75 * radius * np.cos(lat) + 0 * lon], -1)
+        rocks.append(grid)
+    return rocks
+
+
+def draw_params(seed: int, rocks: int = 0) -> SceneParams:
     rng = np.random.default_rng(seed)
     ang = rng.uniform(0, 2 * np.pi)
     speed = rng.uniform(0.04, 0.09)
@@ -108,15 +153,19 @@ def draw_params(seed: int) -> SceneParams:
                   "color_a": [0.02, 0.10, 0.22 + hue], "color_b": [0.55, 0.70, 0.85]},
         "sky": {"scale": float(rng.uniform(0.03, 0.05)), "ramp_pos": [0.4, 0.7], "strength": 1.0,
                 "color_a": [0.25, 0.45 + hue, 0.85], "color_b": [0.95, 0.95, 0.97]},
+        "rock": {"scale": 2.5, "detail": 6.0, "ramp_pos": [0.3, 0.75],
+                 "color_a": [0.16, 0.14, 0.12], "color_b": [0.62, 0.58, 0.52]},
     }
-    return SceneParams(
+    p = SceneParams(  # the keyword order is the draw order: keep it, or every seed's scene changes
         seed=seed, cam_height=float(rng.uniform(1.4, 2.2)), pitch_deg=float(rng.uniform(3, 8)),
         lens=float(rng.uniform(30, 40)),
         water_velocity=np.array([speed * math.cos(ang), speed * math.sin(ang), 0.0]),
         sky_velocity=float(rng.choice([-1, 1]) * rng.uniform(0.2, 0.45)),
         terrain_grid=_terrain(rng), water_grid=_plane(-70, 70, 0.5, 80, 0.0, 0.0, False),
         sky_grid=_plane(-250, 250, 100, 100, -20, 120, True), materials=materials,
-        sun_rotation=(math.radians(rng.uniform(35, 55)), 0.0, math.radians(rng.uniform(-60, 60))))
+        sun_rotation=(math.radians(rng.uniform(35, 55)), 0.0, math.radians(rng.uniform(-60, 60))), rocks=[])
+    p.rocks = _rocks(seed, rocks, p.terrain_grid, p.lens)
+    return p
 
 
 def hero_c2w_blender(p: SceneParams) -> np.ndarray:
@@ -148,12 +197,14 @@ def _project(K: np.ndarray, c2w_bl: np.ndarray, pts: np.ndarray) -> tuple[np.nda
 
 
 def generate_scene(seed: int, out_dir: str | Path, width: int = 128, height: int = 96, n_frames: int = 10,
-                   samples: int = 16, paths: tuple[str, ...] = PATH_NAMES, threads: int = 2) -> dict:
-    """Build and render one scene into ``out_dir``; returns scene.json's content."""
+                   samples: int = 16, paths: tuple[str, ...] = PATH_NAMES, threads: int = 2,
+                   rocks: int = 0, still: bool = False) -> dict:
+    """Build and render one scene into ``out_dir``; returns scene.json's content. ``rocks`` and
+    ``still``: see the module's docstring."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    p = draw_params(seed)
+    p = draw_params(seed, rocks)
     sensor = 36.0
     K = intrinsics(p.lens, sensor, width, height)
     hero = hero_c2w_blender(p)
@@ -163,6 +214,7 @@ def generate_scene(seed: int, out_dir: str | Path, width: int = 128, height: int
         "terrain": {"grid": p.terrain_grid.tolist()},
         "water": {"grid": p.water_grid.tolist(), "velocity": p.water_velocity.tolist()},
         "sky": {"grid": p.sky_grid.tolist(), "velocity": [p.sky_velocity, 0.0, 0.0]},
+        "rocks": [{"grid": g.tolist()} for g in p.rocks],
         "materials": p.materials, "sun": {"energy": 3.0, "rotation": list(p.sun_rotation)}, "renders": [],
     }
     # A first pass ray-casts the hero view to fix the depth scale, which the path poses depend on.
@@ -181,9 +233,10 @@ def generate_scene(seed: int, out_dir: str | Path, width: int = 128, height: int
 
     renders = [{"file": "image.png", "c2w_blender": hero.tolist(), "time": 0}]
     paths_cv: dict[str, list[np.ndarray]] = {}
+    loop = not still  # a still scene renders every camera at time 0 and has no loop truth
     for k in range(n_frames):
-        renders.append({"file": f"gt/hero/{k:04d}.png", "c2w_blender": hero.tolist(), "time": k})
-        if k:
+        renders.append({"file": f"gt/hero/{k:04d}.png", "c2w_blender": hero.tolist(), "time": k if loop else 0})
+        if k and loop:
             renders.append({"file": f"gt/hero/{PREVIOUS_LOOP}/{k:04d}.png", "c2w_blender": hero.tolist(),
                             "time": k - n_frames})
     for name in paths:
@@ -191,8 +244,8 @@ def generate_scene(seed: int, out_dir: str | Path, width: int = 128, height: int
         for k, t in enumerate(eval_path_translations(name, n_frames)):
             c2w = hero.copy()
             c2w[:3, 3] = hero[:3, 3] + hero[:3, :3] @ FLIP @ (-t) / scale  # OpenCV centre -t, back to Blender units
-            renders.append({"file": f"gt/{name}/{k:04d}.png", "c2w_blender": c2w.tolist(), "time": k})
-            if k:
+            renders.append({"file": f"gt/{name}/{k:04d}.png", "c2w_blender": c2w.tolist(), "time": k if loop else 0})
+            if k and loop:
                 renders.append({"file": f"gt/{name}/{PREVIOUS_LOOP}/{k:04d}.png", "c2w_blender": c2w.tolist(),
                                 "time": k - n_frames})
             w2c = np.eye(4)
@@ -200,7 +253,7 @@ def generate_scene(seed: int, out_dir: str | Path, width: int = 128, height: int
             w2cs.append(w2c)
         paths_cv[name] = w2cs
     for sub in ["hero", *paths]:
-        (out / "gt" / sub / PREVIOUS_LOOP).mkdir(parents=True, exist_ok=True)
+        (out / "gt" / sub / (PREVIOUS_LOOP if loop else "")).mkdir(parents=True, exist_ok=True)
     spec["renders"] = renders
     t1 = time.time()
     _run_blender(spec, out, raycast_dir=work)
@@ -224,7 +277,8 @@ def generate_scene(seed: int, out_dir: str | Path, width: int = 128, height: int
                       "frames": [{"K": K.tolist(), "w2c": np.eye(4).tolist()} for _ in range(n_frames)]})
     info = {
         "seed": seed, "width": width, "height": height, "n_frames": n_frames, "samples": samples,
-        "paths": list(paths), "loop_truth": True, "scale_blender_to_normalised": scale,
+        "paths": list(paths), "loop_truth": loop, "still": still, "rocks": len(p.rocks),
+        "scale_blender_to_normalised": scale,
         "water_velocity_world": p.water_velocity.tolist(), "sky_velocity_world": p.sky_velocity,
         "moving_fraction": float(moving.mean()), "sky_fraction": float(sky.mean()),
         "mean_speed_px": float(np.linalg.norm(flow[moving], axis=-1).mean()) if moving.any() else 0.0,
