@@ -9,6 +9,11 @@ included. Every method fills the same holes, and only the holes are scored: PSNR
 pixels, and LPIPS over them with the rest of the image taken from the truth (so the splatting's
 own error counts for no method). Holes that touch the frame (scenery past the photo's edge) and
 inner ones (disocclusions behind a nearer surface) are reported apart.
+
+The evaluation's scenes open no inner hole at their paths' moves. ``--generate N`` renders N
+still scenes with boulders standing in front of the water and the banks (``rocks``, ``still`` in
+``backend.tools.synthetic.scene``) into ``--scenes``: every camera of every path sees time 0 there,
+so every frame of a path is scored, and the paths' ends look behind the boulders.
 """
 from __future__ import annotations
 
@@ -23,9 +28,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from backend.infra.errors import LoopscapeError
+
 FILLS = ("ours", "rule", "telea", "navier-stokes")
 INPAINT_RADIUS = 3  # px, OpenCV's neighbourhood for the two inpainting methods
 MIN_SHIFT = 1e-6  # a path whose first camera sits at the photo's sees no holes
+ROCKS = 3  # boulders per generated scene
 
 
 @dataclass
@@ -120,14 +128,43 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def generate_rocks(root: Path, n: int, width: int) -> list[Path]:
+    """Still boulder scenes ``root/rocks_000`` ... (seeds 0..n-1), rendered unless already there."""
+    from backend.tools.synthetic import generate_scene
+
+    folders = []
+    for seed in range(n):
+        folder = root / f"rocks_{seed:03d}"
+        info = folder / "scene.json"
+        have = json.loads(info.read_text()) if info.exists() else {}
+        if (have.get("width"), have.get("rocks"), have.get("still")) != (width, ROCKS, True):
+            print(f"rendering {folder.name} ({width} px wide)", file=sys.stderr, flush=True)
+            generate_scene(seed, folder, width=width, height=width * 3 // 4, rocks=ROCKS, still=True)
+        folders.append(folder)
+    return folders
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m backend.tools.fill_bench", description=__doc__.split("\n")[0])
     ap.add_argument("--scenes", required=True, help="a folder of synthetic GT scenes (an evaluation's OUT/scenes), "
                     "or one scene")
+    ap.add_argument("--generate", type=int, default=0, metavar="N",
+                    help="first render N still scenes with boulders (seeds 0..N-1) into --scenes; "
+                         "ones already there are kept")
+    ap.add_argument("--width", type=int, default=128, help="width of generated scenes (height: 3/4 of it)")
     ap.add_argument("--out", help="also write fill_bench.csv and fill_bench.md here")
     ap.add_argument("--no-lpips", action="store_true")
     args = ap.parse_args(argv)
     root = Path(args.scenes)
+    if args.generate:
+        if args.generate < 0 or args.width < 32:
+            print("error: --generate needs a positive number of scenes and --width at least 32 px.", file=sys.stderr)
+            return 2
+        try:
+            generate_rocks(root, args.generate, args.width)
+        except LoopscapeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     folders = [root] if (root / "gt").is_dir() else sorted(p for p in root.glob("*") if (p / "gt").is_dir())
     if not folders:
         print(f"error: {root} holds no synthetic ground-truth scene (a folder with gt/ and depth.npy). Generate "

@@ -294,7 +294,11 @@ def _run_blender(spec: dict, folder: Path, raycast_dir: Path | None = None) -> N
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    r = subprocess.run(_blender_python() + [str(spec_path)], capture_output=True, text=True, env=env, cwd=root)
+    try:
+        r = subprocess.run(_blender_python() + [str(spec_path)], capture_output=True, text=True, env=env, cwd=root)
+    except OSError as e:  # e.g. $LOOPSCAPE_BPY_PYTHON names no interpreter
+        raise LoopscapeError(f"could not start Blender's Python for the synthetic scene ({e.strerror}: {e.filename}).",
+                             "Set LOOPSCAPE_BPY_PYTHON to a Python that has bpy, or install bpy here.") from None
     if r.returncode != 0:
         tail = (r.stderr or r.stdout).strip().splitlines()[-5:]
         raise LoopscapeError("Blender could not render the synthetic scene: " + " | ".join(tail),
