@@ -134,10 +134,10 @@ def _rocks(seed: int, count: int, terrain: np.ndarray, lens: float) -> list[np.n
                          * np.cos(m * lat + rng.uniform(0, 6)) for k, m in ((2, 1), (3, 2), (5, 3)))
         radius = r * lump
         base = max(_terrain_height(terrain, x, y), 0.0)  # on the river bed the water covers its foot
-        grid = np.stack([x + radius * np.sin(lat) * np.cos(lon) * rng.uniform(0.9, 1.3),
-                         y + radius * np.sin(lat) * np.sin(lon),
-                         base + 0.55 * r + 0.75 * radius * np.cos(lat) + 0 * lon], -1)
-        rocks.append(grid)
+        stretch = rng.uniform(0.9, 1.3)  # wider than deep
+        rocks.append(np.stack([x + stretch * radius * np.sin(lat) * np.cos(lon),
+                               y + radius * np.sin(lat) * np.sin(lon),
+                               base + 0.55 * r + 0.75 * radius * np.cos(lat)], -1))
     return rocks
 
 
