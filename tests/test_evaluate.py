@@ -207,6 +207,35 @@ def test_mask_slop_grows_the_jobs_mask_and_keeps_the_true_one_for_the_metrics(tm
     assert "--mask-slop" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flags, word", [(["--rocks", "9"], "--rocks"), (["--rocks", "-1"], "--rocks"),
+                                         (["--qualities", "best"], "best")])
+def test_bad_options_are_one_line_and_write_nothing(tmp_path, capsys, flags, word):
+    out = tmp_path / "eval"
+    assert main(["--synthetic", "1", "--out", str(out), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and word in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_a_scene_rendered_with_another_boulder_count_is_rendered_again(tmp_path, monkeypatch):
+    import backend.tools.synthetic as synthetic
+    from backend.infra.errors import LoopscapeError
+
+    scene = tmp_path / "eval" / "scenes" / "syn_000"
+    scene.mkdir(parents=True)
+    (scene / "scene.json").write_text(json.dumps({"width": 64, "height": 48, "n_frames": 4, "loop_truth": True}))
+    calls = []
+
+    def generate(seed, folder, **kw):
+        calls.append(kw)
+        raise LoopscapeError("rendered", "nothing")  # stop before the pipeline runs
+
+    monkeypatch.setattr(synthetic, "generate_scene", generate)
+    assert main(["--synthetic", "1", "--max-side", "64", "--frames", "4", "--rocks", "2",
+                 "--out", str(tmp_path / "eval")]) == 2
+    assert [c["rocks"] for c in calls] == [2]
+
+
 def _tiny_synthetic_eval(out, *flags: str) -> list[dict]:
     """One 48-px synthetic scene, 4 frames, the side path; returns table.csv's rows."""
     assert main(["--synthetic", "1", "--max-side", "48", "--frames", "4", "--paths", "side", "--samples", "4",

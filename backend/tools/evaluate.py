@@ -14,6 +14,10 @@
 * ``--results DIR...``: score existing pipeline output folders (``--gt SCENE`` adds references).
 * ``--motion hints``: drive scenes that have a dense flow by arrows sampled from it
   (:func:`hints_from_flow`), as an artist would; motion fidelity is still scored against the truth.
+* ``--rocks K``: stand K still boulders in each synthetic scene (``backend.tools.synthetic``), in
+  front of the water and the banks, so that the paths' moves uncover scenery and water behind them
+  (the plain scenes open no hole inside the frame). A scene folder made with another count is
+  rendered again.
 * ``--mask-slop PX``: give the jobs each mask grown by PX pixels, as a brush that strays over the
   edge paints it (with ``--motion hints``, so the grown band moves); the metrics keep the true
   mask, and the ``as-painted`` variant runs without the mask's edge snap (``model/mask_edges``).
@@ -67,6 +71,7 @@ COLUMNS = REF_KEYS + LOOP_KEYS + ("piqe", "epe_before", "epe_after", "mf_cos", "
                       "loop_gap_db", "flicker", "seconds")
 HIGHER_IS_BETTER = {"psnr", "ssim", "m_psnr", "m_ssim", "lm_psnr", "lm_ssim", "mf_cos"}
 COMPARE_PATH = "side"  # compare.png shows this path's last frame: the farthest from the photo
+MAX_ROCKS = 8  # boulders a synthetic scene can stand; more crowd the hero view
 
 
 # ----------------------------------------------------------------------------- reading
@@ -643,6 +648,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=10, help="frames per evaluation video (= loop length)")
     ap.add_argument("--paths", default=",".join(PATHS), help="novel-view paths for GT scenes")
     ap.add_argument("--samples", type=int, default=16, help="Cycles samples for synthetic scenes")
+    ap.add_argument("--rocks", type=int, default=0, metavar="K",
+                    help=f"stand K still boulders (0-{MAX_ROCKS}) in each synthetic scene: disocclusions inside the frame")
     ap.add_argument("--motion", default="flow", choices=("flow", "hints"),
                     help="drive scenes with a dense flow by their dense flow (default) or by arrows sampled from it")
     ap.add_argument("--mask-slop", type=int, default=0, metavar="PX",
@@ -656,15 +663,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="eval_out")
     args = ap.parse_args(argv)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     extra = [q for q in args.qualities.split(",") if q]
     if args.mask_slop < 0:
         print(f"error: --mask-slop must be 0 or more pixels, not {args.mask_slop}", file=sys.stderr)
+        return 2
+    if not 0 <= args.rocks <= MAX_ROCKS:
+        print(f"error: --rocks takes 0 to {MAX_ROCKS} boulders per scene, not {args.rocks}", file=sys.stderr)
         return 2
     for q in extra:
         if q not in ("preview", "draft", "final"):
             print(f"error: unknown quality '{q}' in --qualities (use preview, draft, final)", file=sys.stderr)
             return 2
+    out.mkdir(parents=True, exist_ok=True)  # after the checks: a refused call leaves nothing behind
     from backend.tools.metrics.lpips import weights_path
     lpips = not args.no_lpips
     if lpips and weights_path("alex") is None:
@@ -681,9 +691,11 @@ def main(argv: list[str] | None = None) -> int:
                 d = out / "scenes" / f"syn_{s:03d}"
                 info = json.loads((d / "scene.json").read_text()) if (d / "scene.json").exists() else None
                 want = (args.max_side, args.max_side * 3 // 4, args.frames)
-                if info is None or (info["width"], info["height"], info["n_frames"]) != want or not info.get("loop_truth"):
+                if (info is None or (info["width"], info["height"], info["n_frames"]) != want or not info.get("loop_truth")
+                        or info.get("rocks", 0) != args.rocks):
                     shutil.rmtree(d, ignore_errors=True)
-                    info = generate_scene(s, d, width=want[0], height=want[1], n_frames=args.frames, samples=args.samples)
+                    info = generate_scene(s, d, width=want[0], height=want[1], n_frames=args.frames, samples=args.samples,
+                                          rocks=args.rocks)
                     log(f"generated {d.name} in {info['total_seconds']:.0f} s")
                 scenes.append(d)
         if args.scenes:
@@ -714,6 +726,7 @@ def main(argv: list[str] | None = None) -> int:
     title = (f"### Loopscape evaluation: {kind}; max side {args.max_side}, {args.frames} frames, main quality {args.quality}"
              + (", motion from arrows sampled from the true flow" if args.motion == "hints" else "")
              + (f", masks grown by {args.mask_slop} px" if args.mask_slop else "")
+             + (f", {args.rocks} boulders per scene" if args.rocks else "")
              + (f", also {', '.join(extra)}" if extra else "; draft/final not run (opt-in: --qualities draft,final)"))
     print(write_table(rows, out, title))
     print(f"total {time.time() - t0:.0f} s; wrote {out / 'table.md'}, {out / 'table.csv'}, {out / 'plots.png'}"
