@@ -179,7 +179,6 @@ def _nearest_valid_along(valid: np.ndarray, axis: int, reverse: bool) -> np.ndar
 
 
 INPAINT_RADIUS = 3  # px, OpenCV's neighbourhood for the colour inpainting
-REACH_K = 3.0
 
 
 def fill_holes(image: np.ndarray, depth: np.ndarray, valid: np.ndarray,
