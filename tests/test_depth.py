@@ -383,3 +383,29 @@ def test_auto_offline_falls_back_within_two_seconds(block: str, monkeypatch: pyt
     assert dm.source == "prior"
     assert len(sink.warnings) == 1 and "offline geometric depth prior" in sink.warnings[0]
     assert took < 2.0, f"the fallback took {took:.1f} s"
+
+
+def test_a_still_island_in_the_fluid_stands_at_its_foot() -> None:
+    """On a ground plane, a still block the fluid encloses takes the depth of the fluid just below
+    it, nearer than the fluid beside its top; one joined to the frame's edge by a channel narrower
+    than the mask snap's band is an island too; a still region that reaches the frame is not."""
+    from backend.stages.depth import stand_islands
+
+    h, w, y_h = 96, 128, 20.0
+    rows = np.arange(h)[:, None] + 0.5
+    plane = np.broadcast_to(1.0 / ((rows - y_h) / h), (h, w)).astype(np.float64)
+    moving = np.ones((h, w), bool)
+    moving[:21] = False  # the far bank, at the top: reaches the frame
+    moving[50:60, 30:42] = False  # a boulder
+    moving[70:80, 90:100] = False  # a boulder joined to the right edge by a 1-px channel
+    moving[75, 100:] = False
+    moving[40:90, :6] = False  # a bank at the left edge
+    sky = np.zeros((h, w), bool)
+    out = stand_islands(plane, moving, sky)
+    np.testing.assert_allclose(out[50:60, 30:42], plane[60, 36])  # the boulder stands on its foot's row
+    assert out[50, 36] < 0.85 * plane[50, 44]  # in front of the fluid beside its top: a depth edge
+    np.testing.assert_allclose(out[70:80, 90:100], plane[80, 95])
+    np.testing.assert_array_equal(out[:21], plane[:21])  # the far bank lies on the plane still
+    np.testing.assert_array_equal(out[40:90, :6], plane[40:90, :6])
+    np.testing.assert_array_equal(out[moving], plane[moving])
+    np.testing.assert_array_equal(stand_islands(plane, np.ones((h, w), bool), sky), plane)  # nothing still

@@ -184,3 +184,31 @@ def test_disocclusions_behind_the_rocks_are_filled_from_the_surface_behind(rocks
     rows = {r["method"]: r for r in score(views) if r["holes"] == "inner"}
     ours, plain = rows["ours"], rows["navier-stokes"]
     assert ours["psnr"] > plain["psnr"] + 0.5 and ours["lpips"] < 0.9 * plain["lpips"]  # 24.67 / 23.59 dB
+
+
+def test_the_offline_prior_stands_the_boulders_in_front_of_the_water(rocks, monkeypatch):
+    """The ground plane lays each boulder on the water, as far as the water beside its top; standing
+    the islands of the snapped mask at their foot brings each boulder pixel's depth, relative to
+    the nearest water pixel's, within a few percent of the truth (scene 0 at 128 px: a mean log
+    error of 0.27 on the plane, 0.04 standing)."""
+    from scipy.ndimage import distance_transform_edt
+
+    import backend.stages.depth as depth_stage
+    from backend.model.mask_edges import snap_mask_edges
+    from backend.tools.evaluate import Scene
+
+    out, _ = rocks
+    scene = Scene(out, 128)
+    mask = snap_mask_edges(scene.rgb, scene.input_mask).mask
+    motion = depth_stage.FluidMotion(scene.requested_flow() * mask[..., None], mask, scene.camera.K)
+    standing = depth_stage.depth_prior(scene.rgb, motion).depth
+    monkeypatch.setattr(depth_stage, "stand_islands", lambda depth, moving, sky: depth)
+    plane = depth_stage.depth_prior(scene.rgb, motion).depth
+    truth = np.load(out / "depth.npy")
+    _, (iy, ix) = distance_transform_edt(~scene.input_mask, return_indices=True)
+    relative = lambda d: np.log(d / d[iy, ix])  # noqa: E731  a boulder pixel against its nearest water
+    boulders = ~scene.input_mask & (np.abs(standing - plane) > 1e-4)
+    assert boulders.sum() > 100
+    err_plane = np.abs(relative(plane) - relative(truth))[boulders].mean()
+    err_standing = np.abs(relative(standing) - relative(truth))[boulders].mean()
+    assert err_standing < 0.3 * err_plane

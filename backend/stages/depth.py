@@ -43,6 +43,8 @@ Landscape photos are mostly "sky above, ground plane below, distant relief at th
    the far ground. The sky goes to the far shell during normalisation.
 4. Image cues are used modestly: the log-depth is smoothed (a small Gaussian) so that the
    skyline and the cap do not leave hard steps.
+5. Still islands. A still region that the moving fluid encloses (a boulder in a stream) stands
+   upright at the depth of its foot instead of lying on the plane (:func:`stand_islands`).
 
 Normalisation (docs/DESIGN.md): depth is scaled so that the 10th percentile of non-sky depth is
 1.0; sky and missing depth go to the far shell at ``min(FAR_SHELL_MAX, 2 x 98th percentile of
@@ -397,6 +399,7 @@ def depth_from_file(path: str | Path, size_hw: tuple[int, int], kind: str = "dep
 PRIOR_WORK_SIDE = 256  # the prior runs at this long side; its output is smooth, so that is plenty
 _GROUND_EPS = 0.02  # ground depth ~ 1 / ((y - y_h) / H + eps): keeps the horizon finite
 _CAP_ROWS = 0.04  # depth cap = ground depth this fraction of the height below the horizon
+PRIOR_RECIPE = "standing-islands"  # bump when the prior changes, so cached depths are not reused
 SKY_SEED_LIGHT_PCT = 40  # the sky seed keeps top-band pixels at or above this lightness percentile
 
 
@@ -423,7 +426,50 @@ def depth_prior(rgb: np.ndarray, motion: FluidMotion | None = None, events: Even
     t = np.maximum((rows - y_h) / h, _CAP_ROWS)
     depth = np.broadcast_to(1.0 / (t + _GROUND_EPS), (h, w)).astype(np.float64)
     depth = _smooth_log_depth(depth, sky, sigma=0.01 * max(h, w))
+    if motion is not None:
+        depth = stand_islands(depth, motion.mask, sky)
     return _finish(np.where(sky, np.inf, depth), sky, "prior")
+
+
+def stand_islands(depth: np.ndarray, moving: np.ndarray, sky: np.ndarray) -> np.ndarray:
+    """``depth`` with every still island of the moving region stood upright where it meets the fluid.
+
+    A still region that the moving one encloses (a boulder in a stream, a post in a lake) rests on
+    the fluid's surface. The ground plane gives each of its rows the depth of the surface at that
+    row, which lays a boulder flat on the water, as far as the water beside its top. Standing it at
+    the depth of its nearest contact with the fluid instead (the ring around it, whose nearest part
+    is its foot) puts it in front of the water behind it: the water then passes behind it, and a
+    moved camera sees past its sides. Regions that touch the frame or hold sky are not islands.
+    The moving region is first closed over the mask snap's band (``mask_edges``): the snap leaves
+    the water's edge pixels static, and across a narrow channel that joins a boulder to the bank.
+    """
+    from scipy.ndimage import distance_transform_edt, label
+
+    from backend.model.mask_edges import band_px
+
+    fluid = np.asarray(moving, bool)
+    h, w = fluid.shape
+    r = band_px(w, h)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    # padded with fluid, so the closing does not erode the moving region at the frame
+    padded = cv2.copyMakeBorder(fluid.astype(np.uint8), r, r, r, r, cv2.BORDER_CONSTANT, value=1)
+    labels, n = label(cv2.morphologyEx(padded, cv2.MORPH_CLOSE, kernel)[r:r + h, r:r + w] == 0)
+    if n == 0:
+        return depth
+    border = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[np.asarray(sky, bool)]])
+    cores = np.where(np.isin(labels, border), 0, labels)
+    if not cores.any():
+        return depth
+    # the closing rounds an island's corners off: its still pixels within the band belong to it too
+    dist, (iy, ix) = distance_transform_edt(cores == 0, return_indices=True)
+    islands = np.where(~fluid & (dist <= r), cores[iy, ix], 0)
+    foot = np.full(n + 1, np.inf)  # per island: the nearest depth among the fluid pixels around it
+    padded_islands = np.pad(islands, 1)
+    for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        beside = padded_islands[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]  # the island each pixel's neighbour belongs to
+        touch = (beside > 0) & fluid
+        np.minimum.at(foot, beside[touch], depth[touch])
+    return np.where((islands > 0) & np.isfinite(foot[islands]), foot[islands], depth)
 
 
 def _texture(lab: np.ndarray) -> np.ndarray:
@@ -631,7 +677,8 @@ def params(ctx) -> dict:
     job = ctx.job
     is_file = job.depth not in ("auto", "model", "prior")
     return {"source": job.depth, "kind": job.depth_kind, "model": job.depth_model,
-            "file": file_digest(job.resolve(job.depth)) if is_file else None}
+            "file": file_digest(job.resolve(job.depth)) if is_file else None,
+            "prior": None if is_file or job.depth == "model" else PRIOR_RECIPE}
 
 
 def fluid_motion(image, motion) -> FluidMotion | None:
