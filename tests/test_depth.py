@@ -409,3 +409,12 @@ def test_a_still_island_in_the_fluid_stands_at_its_foot() -> None:
     np.testing.assert_array_equal(out[40:90, :6], plane[40:90, :6])
     np.testing.assert_array_equal(out[moving], plane[moving])
     np.testing.assert_array_equal(stand_islands(plane, np.ones((h, w), bool), sky), plane)  # nothing still
+    # the edge snap joins a painted island to the bank by a channel wider than its band: the mask
+    # as painted still encloses it
+    snapped = moving.copy()
+    snapped[50:60, 6:30] = False
+    flat = stand_islands(plane, snapped, sky)
+    np.testing.assert_array_equal(flat[50:60, 30:42], plane[50:60, 30:42])
+    stood = stand_islands(plane, snapped, sky, painted=moving)
+    np.testing.assert_allclose(stood[50:60, 30:42], plane[60, 36])
+    np.testing.assert_array_equal(stood[50:60, 6:24], plane[50:60, 6:24])  # the channel beyond the band lies flat

@@ -228,3 +228,26 @@ def test_the_snap_is_on_unless_the_job_turns_it_off(tmp_path):
     assert parse("--no-snap-mask").snap_mask is False
     with pytest.raises(Exception, match="snap_mask"):
         JobSpec.from_dict({"image": "x.png", "snap_mask": "yes"})
+
+
+def test_the_snapped_motion_keeps_the_mask_as_painted():
+    """The depth prior finds its islands in the mask as painted (``depth.stand_islands``)."""
+    from backend.io.motion_inputs import MotionInputs
+    from backend.stages.depth import fluid_motion
+    from backend.stages.load import snap_motion_mask
+
+    rgb, sky = _skyline()
+    painted = _grow(sky, 2)
+    flow = np.where(painted[..., None], np.float32(0.5), np.float32(0.0)) * np.array([1.0, 0.0], np.float32)
+    motion = snap_motion_mask(MotionInputs(mask=painted, flow=flow), rgb, NullSink())
+    assert motion.edge_released_px > 0 and not np.array_equal(motion.mask, painted)
+    np.testing.assert_array_equal(motion.painted_mask, painted)
+
+    class _Photo:  # what fluid_motion reads of the load stage's photo
+        def __init__(self) -> None:
+            self.rgb = rgb
+            self.camera = Camera(intrinsics_from_fov(64, 48, 60.0), 64, 48)
+
+    cue = fluid_motion(_Photo(), motion)
+    np.testing.assert_array_equal(cue.mask, motion.mask)
+    np.testing.assert_array_equal(cue.painted, painted)

@@ -188,9 +188,9 @@ def test_disocclusions_behind_the_rocks_are_filled_from_the_surface_behind(rocks
 
 def test_the_offline_prior_stands_the_boulders_in_front_of_the_water(rocks, monkeypatch):
     """The ground plane lays each boulder on the water, as far as the water beside its top; standing
-    the islands of the snapped mask at their foot brings each boulder pixel's depth, relative to
-    the nearest water pixel's, within a few percent of the truth (scene 0 at 128 px: a mean log
-    error of 0.27 on the plane, 0.04 standing)."""
+    the mask's islands at their foot brings each boulder pixel's depth, relative to the nearest
+    water pixel's, close to the truth (scene 0 at 128 px, both boulders the painted mask encloses:
+    a mean log error of 0.30 on the plane, 0.08 standing)."""
     from scipy.ndimage import distance_transform_edt
 
     import backend.stages.depth as depth_stage
@@ -200,15 +200,15 @@ def test_the_offline_prior_stands_the_boulders_in_front_of_the_water(rocks, monk
     out, _ = rocks
     scene = Scene(out, 128)
     mask = snap_mask_edges(scene.rgb, scene.input_mask).mask
-    motion = depth_stage.FluidMotion(scene.requested_flow() * mask[..., None], mask, scene.camera.K)
+    motion = depth_stage.FluidMotion(scene.requested_flow() * mask[..., None], mask, scene.camera.K, scene.input_mask)
     standing = depth_stage.depth_prior(scene.rgb, motion).depth
-    monkeypatch.setattr(depth_stage, "stand_islands", lambda depth, moving, sky: depth)
+    monkeypatch.setattr(depth_stage, "stand_islands", lambda depth, moving, sky, painted=None: depth)
     plane = depth_stage.depth_prior(scene.rgb, motion).depth
     truth = np.load(out / "depth.npy")
     _, (iy, ix) = distance_transform_edt(~scene.input_mask, return_indices=True)
     relative = lambda d: np.log(d / d[iy, ix])  # noqa: E731  a boulder pixel against its nearest water
     boulders = ~scene.input_mask & (np.abs(standing - plane) > 1e-4)
-    assert boulders.sum() > 100
+    assert boulders.sum() > 600  # both enclosed boulders, though the snap joins one to the bank
     err_plane = np.abs(relative(plane) - relative(truth))[boulders].mean()
     err_standing = np.abs(relative(standing) - relative(truth))[boulders].mean()
-    assert err_standing < 0.3 * err_plane
+    assert err_standing < 0.4 * err_plane

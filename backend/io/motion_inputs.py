@@ -58,6 +58,7 @@ class MotionInputs:
     flow: np.ndarray | None = None  # (H, W, 2) float32 px/frame, zero outside the mask
     speed: float = 1.0
     edge_released_px: int = 0  # mask pixels the edge snap made static (backend.model.mask_edges)
+    painted_mask: np.ndarray | None = None  # (H, W) bool, the mask before the edge snap (None: not snapped)
 
     @property
     def size(self) -> tuple[int, int]:

@@ -102,6 +102,7 @@ class FluidMotion:
     flow: np.ndarray  # (H, W, 2) px/frame at the image's size
     mask: np.ndarray  # (H, W) bool
     K: np.ndarray  # (3, 3) the photo's intrinsics at the image's size
+    painted: np.ndarray | None = None  # (H, W) bool, the mask before the edge snap, when it was snapped
 
 
 def estimate_depth(rgb: np.ndarray, spec: DepthSpec | None = None, events: EventSink | None = None,
@@ -399,7 +400,7 @@ def depth_from_file(path: str | Path, size_hw: tuple[int, int], kind: str = "dep
 PRIOR_WORK_SIDE = 256  # the prior runs at this long side; its output is smooth, so that is plenty
 _GROUND_EPS = 0.02  # ground depth ~ 1 / ((y - y_h) / H + eps): keeps the horizon finite
 _CAP_ROWS = 0.04  # depth cap = ground depth this fraction of the height below the horizon
-PRIOR_RECIPE = "standing-islands"  # bump when the prior changes, so cached depths are not reused
+PRIOR_RECIPE = "standing-islands-painted"  # bump when the prior changes, so cached depths are not reused
 SKY_SEED_LIGHT_PCT = 40  # the sky seed keeps top-band pixels at or above this lightness percentile
 
 
@@ -427,11 +428,12 @@ def depth_prior(rgb: np.ndarray, motion: FluidMotion | None = None, events: Even
     depth = np.broadcast_to(1.0 / (t + _GROUND_EPS), (h, w)).astype(np.float64)
     depth = _smooth_log_depth(depth, sky, sigma=0.01 * max(h, w))
     if motion is not None:
-        depth = stand_islands(depth, motion.mask, sky)
+        depth = stand_islands(depth, motion.mask, sky, painted=motion.painted)
     return _finish(np.where(sky, np.inf, depth), sky, "prior")
 
 
-def stand_islands(depth: np.ndarray, moving: np.ndarray, sky: np.ndarray) -> np.ndarray:
+def stand_islands(depth: np.ndarray, moving: np.ndarray, sky: np.ndarray,
+                  painted: np.ndarray | None = None) -> np.ndarray:
     """``depth`` with every still island of the moving region stood upright where it meets the fluid.
 
     A still region that the moving one encloses (a boulder in a stream, a post in a lake) rests on
@@ -440,8 +442,12 @@ def stand_islands(depth: np.ndarray, moving: np.ndarray, sky: np.ndarray) -> np.
     the depth of its nearest contact with the fluid instead (the ring around it, whose nearest part
     is its foot) puts it in front of the water behind it: the water then passes behind it, and a
     moved camera sees past its sides. Regions that touch the frame or hold sky are not islands.
-    The moving region is first closed over the mask snap's band (``mask_edges``): the snap leaves
-    the water's edge pixels static, and across a narrow channel that joins a boulder to the bank.
+
+    The islands are found in the mask as painted when the edge snap changed it (``painted``): the
+    snap leaves the water's edge static, and across a channel of a few pixels that joins a boulder
+    to the bank or to its neighbour. The moving region is also closed over the snap's band
+    (``mask_edges.band_px``), for masks snapped before they reach here. The still pixels within the
+    band of an island, its rim the snap released, stand with it.
     """
     from scipy.ndimage import distance_transform_edt, label
 
@@ -451,8 +457,9 @@ def stand_islands(depth: np.ndarray, moving: np.ndarray, sky: np.ndarray) -> np.
     h, w = fluid.shape
     r = band_px(w, h)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    found = fluid if painted is None else fluid | np.asarray(painted, bool)
     # padded with fluid, so the closing does not erode the moving region at the frame
-    padded = cv2.copyMakeBorder(fluid.astype(np.uint8), r, r, r, r, cv2.BORDER_CONSTANT, value=1)
+    padded = cv2.copyMakeBorder(found.astype(np.uint8), r, r, r, r, cv2.BORDER_CONSTANT, value=1)
     labels, n = label(cv2.morphologyEx(padded, cv2.MORPH_CLOSE, kernel)[r:r + h, r:r + w] == 0)
     if n == 0:
         return depth
@@ -460,7 +467,6 @@ def stand_islands(depth: np.ndarray, moving: np.ndarray, sky: np.ndarray) -> np.
     cores = np.where(np.isin(labels, border), 0, labels)
     if not cores.any():
         return depth
-    # the closing rounds an island's corners off: its still pixels within the band belong to it too
     dist, (iy, ix) = distance_transform_edt(cores == 0, return_indices=True)
     islands = np.where(~fluid & (dist <= r), cores[iy, ix], 0)
     foot = np.full(n + 1, np.inf)  # per island: the nearest depth among the fluid pixels around it
@@ -687,7 +693,7 @@ def fluid_motion(image, motion) -> FluidMotion | None:
         return None
     from backend.stages.flows import input_view_flow
 
-    return FluidMotion(input_view_flow(motion, image.rgb), motion.mask, image.camera.K)
+    return FluidMotion(input_view_flow(motion, image.rgb), motion.mask, image.camera.K, motion.painted_mask)
 
 
 def run(ctx, image, motion) -> DepthMap:

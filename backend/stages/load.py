@@ -70,7 +70,7 @@ def snap_motion_mask(motion: MotionInputs, rgb: np.ndarray, events: EventSink) -
     events.log(f"motion mask: {snapped.released} px of static edge left out of the moving region "
                f"({100.0 * snapped.released / motion.mask.sum():.1f}% of the mask; snap_mask: false keeps it as painted)")
     flow = None if motion.flow is None else motion.flow * snapped.mask[..., None]
-    return replace(motion, mask=snapped.mask, flow=flow, edge_released_px=snapped.released)
+    return replace(motion, mask=snapped.mask, flow=flow, edge_released_px=snapped.released, painted_mask=motion.mask)
 
 
 def report(out: dict[str, object]) -> dict:
