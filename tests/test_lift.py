@@ -82,7 +82,7 @@ def test_the_far_wall_goes_on_behind_the_near_one_as_wide_as_the_parallax() -> N
 
     rgb, depth, cam = _walls()
     shift = 0.1
-    xyz, col, size = lift_behind_edges(rgb, depth, cam, shift=shift)
+    xyz, col, size, moving = lift_behind_edges(rgb, depth, cam, shift=shift)
     uv, z = cam.project(xyz.astype(np.float64))
     f = float(np.sqrt(cam.K[0, 0] * cam.K[1, 1]))
     width = int(np.ceil(f * shift * (1 / 2.0 - 1 / 4.0)))  # what a camera moved by `shift` uncovers
@@ -99,6 +99,46 @@ def test_the_far_wall_goes_on_behind_the_near_one_as_wide_as_the_parallax() -> N
     masked = np.zeros(depth.shape, bool)
     masked[:24] = True
     assert len(lift_behind_edges(rgb, depth, cam, shift=shift, exclude=masked)[0]) == len(cols) * 24
+    assert not moving.any()  # nothing is masked: the far wall is still
+    # A masked far wall (water behind a boulder) goes on behind the near one as moving points, row by row.
+    fluid = np.zeros(depth.shape, bool)
+    fluid[:20, 32:] = True
+    f_xyz, _, _, f_moving = lift_behind_edges(rgb, depth, cam, shift=shift, exclude=fluid)
+    np.testing.assert_array_equal(f_xyz, xyz)
+    rows = np.floor(cam.project(f_xyz.astype(np.float64))[0][:, 1]).astype(int)
+    np.testing.assert_array_equal(f_moving, rows < 20)
+
+
+def test_water_behind_a_boulder_lies_on_the_water_surface_continued() -> None:
+    """A boulder standing in water on a ground plane: the fill behind it takes the far pixels' depth
+    (the water above the boulder in the image, farther away), but the water hidden behind it goes
+    on along its own plane. Its inverse depth, affine in the image on a plane, is interpolated
+    across the boulder from the water on either side."""
+    from backend.model.camera import intrinsics_from_fov
+    from backend.stages.lift import lift_behind_edges
+
+    w, h = 64, 48
+    cam = Camera(intrinsics_from_fov(w, h, 50.0), w, h)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    plane = 1.0 / (0.05 + 0.5 * (ys + 0.5) / h + 0.002 * (xs + 0.5))  # a tilted plane: inverse depth affine
+    rock = (ys >= 26) & (ys < 34) & (xs >= 24) & (xs < 40)
+    depth = np.where(rock, 0.8 * plane[34, 32], plane).astype(np.float32)  # stands in front of its foot
+    rgb = np.full((h, w, 3), 0.4, np.float32)
+    water = ~rock
+    xyz, _, _, moving = lift_behind_edges(rgb, depth, cam, shift=0.1, exclude=water)
+    uv, z = cam.project(xyz.astype(np.float64))
+    px = np.floor(uv).astype(int)
+    on_rock = rock[px[:, 1], px[:, 0]]
+    assert moving.any() and moving[on_rock].all()  # all the water behind the boulder moves
+    truth = plane[px[:, 1], px[:, 0]]
+    np.testing.assert_allclose(z[on_rock], truth[on_rock], rtol=1e-3)
+    # Without the mask the same points take the fill's depth: the far pixels', off the plane there.
+    s_xyz, _, _, still = lift_behind_edges(rgb, depth, cam, shift=0.1)
+    assert not still.any()
+    s_uv, s_z = cam.project(s_xyz.astype(np.float64))
+    s_px = np.floor(s_uv).astype(int)
+    s_rock = rock[s_px[:, 1], s_px[:, 0]]
+    assert np.median(np.abs(np.log(s_z[s_rock] / plane[s_px[:, 1], s_px[:, 0]][s_rock]))) > 0.02
 
 
 def test_behind_edge_points_close_the_crack_a_moved_camera_sees() -> None:
@@ -113,7 +153,7 @@ def test_behind_edge_points_close_the_crack_a_moved_camera_sees() -> None:
 
     rgb, depth, cam = _walls()
     pc = lift_to_points(rgb, depth, cam)
-    b_xyz, b_rgb, b_size = lift_behind_edges(rgb, depth, cam)
+    b_xyz, b_rgb, b_size, _ = lift_behind_edges(rgb, depth, cam)
     w2c = np.eye(4)
     w2c[0, 3] = -0.06
     moved = Camera(cam.K, cam.width, cam.height, w2c)

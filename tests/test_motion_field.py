@@ -50,6 +50,38 @@ def test_field_samples_the_map_at_pixel_centres_and_is_zero_elsewhere():
     assert f2(g.means[: W * (H // 2 - 1)]).abs().max() == 0
 
 
+def test_fluid_hidden_behind_a_still_occluder_flows_on_behind_it():
+    """A boulder (a still block, nearer than the water round it) in the lower half's moving water:
+    points behind it move with the nearest water, points on it and in front of the water stay still."""
+    g, vel, mask, cam = make_scene()
+    K = cam.K
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
+    depth = 3.0 - 1.5 * ys / H
+    rock = (ys >= 16) & (ys < 18) & (xs >= 10) & (xs < 21)
+    depth[rock] = 1.2
+    water = mask & ~rock
+    f = VelocityField(vel, cam, water, depth=depth)
+    plain = VelocityField(vel, cam, water)
+
+    def ray(y: float, x: float, z: float) -> torch.Tensor:
+        return torch.tensor([[(x - K[0, 2]) / K[0, 0] * z, (y - K[1, 2]) / K[1, 1] * z, z]], dtype=torch.float32)
+
+    behind = ray(16.5, 15.5, 2.0)  # the water's depth on that row, far behind the boulder's 1.2
+    assert bool(f.hidden(behind)) and not bool(plain.hidden(behind))
+    assert plain(behind).abs().max() == 0  # the masked map stops water at the boulder's outline
+    v = f(behind)[0].numpy()
+    near_water = vel[15, 15]  # the nearest water pixel, just upstream of the boulder
+    np.testing.assert_allclose(v, near_water, rtol=1e-6)
+    assert v[0] > 0
+    # The boulder's own surface, and a point in front of it, do not move; nor water seen in the open.
+    assert not bool(f.hidden(ray(16.5, 15.5, 1.2))) and f(ray(16.5, 15.5, 1.2)).abs().max() == 0
+    assert f(ray(16.5, 15.5, 0.9)).abs().max() == 0
+    idx = torch.nonzero(torch.as_tensor(water.reshape(-1))).squeeze(1)
+    np.testing.assert_allclose(f(g.means[idx]).numpy(), plain(g.means[idx]).numpy(), atol=1e-7)
+    with pytest.raises(LoopscapeError, match="depth"):
+        VelocityField(vel, cam, water, depth=depth[:-1])
+
+
 def test_euler_integration_moves_projections_by_the_flow_and_reverses():
     g, vel, mask, cam = make_scene()
     f = VelocityField(vel, cam, mask)

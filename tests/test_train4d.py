@@ -182,3 +182,76 @@ def test_schedule_warms_up_then_decays():
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)  # linear warm-up over 10 steps
     assert all(a >= b for a, b in zip(f[9:], f[10:]))  # then monotone decay
     assert f[-1] == pytest.approx(0.1, rel=0.05)
+
+
+def test_trajectories_let_go_of_copies_hidden_behind_a_still_occluder():
+    """The 2D loop's flow stops at a boulder's outline; the 3D motion carries water on behind it. A
+    copy is held to its 2D trajectory only until it passes behind the boulder, and water that starts
+    hidden behind it never is."""
+    from backend.model.motion_field import VelocityField, loop_gaussians
+    from backend.stages.gaussians4d import _Trajectories
+
+    _, vel, mask, cam, _, copies = make_scene()
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
+    depth = 3.0 - 1.5 * ys / H
+    rock = (ys >= 20) & (ys < 24) & (xs >= 20) & (xs < 28)
+    depth[rock] = 1.2
+    water = mask & ~rock
+    rgb = np.full((H, W, 3), 0.5, np.float32)
+    pc = lift_to_points(rgb, depth, cam)
+    K = cam.K
+    hidden_water = np.array([[(24.0 - K[0, 2]) / K[0, 0] * 1.9, (22.0 - K[1, 2]) / K[1, 1] * 1.9, 1.9]], np.float32)
+    g = from_points(np.concatenate([pc.xyz, hidden_water]), np.concatenate([pc.rgb, rgb[:1, 0]]),
+                    np.concatenate([pc.pixel_size, pc.pixel_size[:1]]), opacity=0.95,
+                    moving=np.concatenate([water.reshape(-1), [True]]))
+    field = VelocityField(vel * water[..., None], cam, water, depth=depth)
+    preview = loop_gaussians(g, field, N)
+    traj = _Trajectories.of(preview, cam, copies, field)
+    m = preview.n_moving
+    moving_pixel = {int(i): k for k, i in enumerate(preview.moving_idx)}
+    upstream = moving_pixel[21 * W + 18]  # just left of the boulder: its forward copy flows behind it
+    open_water = moving_pixel[28 * W + 10]
+    hidden = m - 1  # the point behind the boulder: the last moving Gaussian
+    assert traj.valid.shape == (N, 2 * m)
+    assert not traj.valid[:, hidden].any() and not traj.valid[:, m + hidden].any()
+    f = traj.valid[:, upstream]
+    assert f[0] and not f[-1] and bool((f.int().diff() <= 0).all())  # held, then let go for good
+    assert traj.valid[:, m + upstream].all()  # its backward copy flows away from the boulder
+    assert traj.valid[:, open_water].all() and traj.valid[:, m + open_water].all()
+    # The hidden copy does move, behind the boulder.
+    assert float(preview.means[N - 1, hidden, 0] - preview.means[0, hidden, 0]) > 0
+    assert _Trajectories.of(preview, cam, copies).valid.all()  # without the photo's depth: all held
+
+
+def test_hidden_fluid_takes_the_colour_of_the_nearest_visible_fluid():
+    """Water behind a boulder comes out from under it, so it must look like water: the hidden moving
+    Gaussians take the nearest visible moving one's colour; visible and still ones keep theirs."""
+    from backend.model.motion_field import VelocityField
+    from backend.stages.gaussians4d import fluid_coloured_behind
+
+    _, vel, mask, cam, _, _ = make_scene()
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
+    depth = 3.0 - 1.5 * ys / H
+    rock = (ys >= 20) & (ys < 24) & (xs >= 20) & (xs < 28)
+    depth[rock] = 1.2
+    water = mask & ~rock
+    rng = np.random.default_rng(1)
+    rgb = rng.random((H, W, 3)).astype(np.float32)
+    pc = lift_to_points(rgb, depth, cam)
+    K = cam.K
+    z = 2.0  # the water's depth near row 22: far behind the boulder's 1.2
+    hidden = np.array([[(24.5 - K[0, 2]) / K[0, 0] * z, (21.5 - K[1, 2]) / K[1, 1] * z, z]], np.float32)
+    grey = np.array([[0.5, 0.5, 0.5]], np.float32)
+    g = from_points(np.concatenate([pc.xyz, hidden]), np.concatenate([pc.rgb, grey]),
+                    np.concatenate([pc.pixel_size, pc.pixel_size[:1]]), opacity=0.95,
+                    moving=np.concatenate([water.reshape(-1), [True]]))
+    out = fluid_coloured_behind(g, VelocityField(vel * water[..., None], cam, water, depth=depth))
+    moving = torch.nonzero(g.moving).squeeze(1)
+    visible = moving[:-1]
+    nearest = visible[torch.cdist(g.means[-1:], g.means[visible]).argmin()]
+    torch.testing.assert_close(out.sh0[-1], g.sh0[nearest])
+    assert not torch.allclose(out.sh0[-1], g.sh0[-1])
+    torch.testing.assert_close(out.sh0[:-1], g.sh0[:-1])  # everything the photo's camera sees is unchanged
+    # Without a depth nothing is hidden, and the Gaussians come back as they were.
+    same = fluid_coloured_behind(g, VelocityField(vel * water[..., None], cam, water))
+    torch.testing.assert_close(same.sh0, g.sh0)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -44,10 +45,17 @@ _OPACITY_FLOOR = 1e-7  # activated opacity of a hidden copy: far below the 1/255
 
 
 class VelocityField:
-    """V(x): the input view's velocity map (H, W, 3), world units per frame, zero outside the mask."""
+    """V(x): the input view's velocity map (H, W, 3), world units per frame, zero outside the mask.
+
+    With the photo's ``depth``, a point hidden behind a still occluder (deeper than ``1 / behind_ratio``
+    times the photo's surface where it projects) moves with the fluid it continues: the velocity of
+    the nearest masked pixel. Water behind a boulder then flows on behind it and comes out below it,
+    instead of stopping at the boulder's outline, where the masked map is zero.
+    """
 
     def __init__(self, velocity_map: np.ndarray | Tensor, camera: Camera, mask: np.ndarray | Tensor | None = None,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", depth: np.ndarray | Tensor | None = None,
+                 behind_ratio: float = 0.85) -> None:
         vel = torch.as_tensor(np.asarray(velocity_map) if not isinstance(velocity_map, Tensor) else velocity_map,
                               dtype=torch.float32, device=device)
         if vel.ndim != 3 or vel.shape[-1] != 3:
@@ -69,24 +77,51 @@ class VelocityField:
         self._grid = self.velocity.permute(2, 0, 1)[None].contiguous()  # (1, 3, H, W)
         self._w2c = torch.as_tensor(camera.w2c, dtype=torch.float32, device=device)
         self._K = torch.as_tensor(camera.K, dtype=torch.float32, device=device)
+        self._behind: tuple[Tensor, Tensor] | None = None  # (continued velocity (1, 3, H, W), depth (1, 1, H, W))
+        self.behind_ratio = float(behind_ratio)
+        if depth is not None and bool(m.any()) and not bool(m.all()):
+            d = torch.as_tensor(np.asarray(depth) if not isinstance(depth, Tensor) else depth, dtype=torch.float32,
+                                device=device)
+            if d.shape != vel.shape[:2]:
+                raise LoopscapeError(f"depth {tuple(d.shape)} and velocity map {tuple(vel.shape[:2])} differ in size.",
+                                     "Give both at the working resolution.")
+            self._behind = (_continued(self.velocity, m).permute(2, 0, 1)[None].contiguous(), d[None, None])
 
     @property
     def device(self) -> torch.device:
         return self.velocity.device
 
-    def __call__(self, x: Tensor) -> Tensor:
-        """Velocity (N, 3) at world points x (N, 3); zero behind the camera and outside the image."""
-        dt = x.dtype
+    def _project(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Sampling grid (1, 1, N, 2) of world points x (N, 3) over the map, and their depth (N,)."""
         uv, z = project_points(x, self.camera, self._w2c, self._K)
-        front = z > 1e-6
         # Pixel centres sit at +0.5, so with align_corners=False the image spans [-1, 1] exactly,
         # whatever the map's resolution relative to the camera's.
         gx = 2.0 * uv[:, 0] / self.camera.width - 1.0
         gy = 2.0 * uv[:, 1] / self.camera.height - 1.0
-        grid = torch.stack([gx, gy], -1).view(1, 1, -1, 2).to(self._grid.dtype)
+        return torch.stack([gx, gy], -1).view(1, 1, -1, 2).to(self._grid.dtype), z
+
+    def _hidden(self, grid: Tensor, z: Tensor) -> Tensor:
+        """(N,) bool: inside the image and behind the photo's surface there (False without a depth)."""
+        if self._behind is None:
+            return torch.zeros(len(z), dtype=torch.bool, device=z.device)
+        surface = F.grid_sample(self._behind[1], grid, mode="nearest", padding_mode="zeros", align_corners=False)[0, 0, 0]
+        return (surface > 0) & (z.to(surface.dtype) * self.behind_ratio > surface)
+
+    def hidden(self, x: Tensor) -> Tensor:
+        """(N,) bool: world points x (N, 3) that the photo's camera cannot see, behind its surface."""
+        grid, z = self._project(x)
+        return self._hidden(grid, z)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """Velocity (N, 3) at world points x (N, 3); zero behind the camera and outside the image."""
+        dt = x.dtype
+        grid, z = self._project(x)
         vel = F.grid_sample(self._grid, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         vel = vel[0, :, 0].T.to(dt)  # (N, 3)
-        return vel * front[:, None].to(dt)
+        if self._behind is not None:
+            on = F.grid_sample(self._behind[0], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            vel = torch.where(self._hidden(grid, z)[:, None], on[0, :, 0].T.to(dt), vel)
+        return vel * (z > 1e-6)[:, None].to(dt)
 
     def integrate(self, x0: Tensor, steps: int, direction: float = 1.0) -> Tensor:
         """Euler trajectory (steps + 1, N, 3): x_{k+1} = x_k + direction * V(x_k)."""
@@ -96,6 +131,17 @@ class VelocityField:
             x = x + direction * self(x)
             out.append(x)
         return torch.stack(out)
+
+
+def _continued(velocity: Tensor, mask: Tensor) -> Tensor:
+    """The masked velocity map (H, W, 3) continued outside the mask: each pixel the nearest masked one's."""
+    m = mask.cpu().numpy()
+    _, labels = cv2.distanceTransformWithLabels((~m).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+    my, mx = np.nonzero(m)
+    source = np.zeros(labels.max() + 1, np.int64)  # label -> flat index of its masked pixel
+    source[labels[my, mx]] = my * m.shape[1] + mx
+    flat = velocity.reshape(-1, 3)
+    return flat[torch.as_tensor(source[labels], device=velocity.device)].reshape(velocity.shape)
 
 
 def loop_weights(t: int | float, n_frames: int) -> tuple[float, float]:

@@ -385,7 +385,7 @@ def train_gaussians(g: Gaussians, views: TrainViews, cfg: TrainConfig, scene_sca
 
 INPUTS = ("image", "depth", "lift", "multiview", "mask")
 CACHED = True
-RECIPE = "margin-2-layer-plate-behind-edges-surfels-ray-cap-coverage-wide-moving"  # bump when training changes, so cached 3D Gaussians are not reused
+RECIPE = "margin-2-layer-plate-behind-edges-surfels-ray-cap-coverage-wide-moving-hidden-fluid-surface"  # bump when training changes, so cached 3D Gaussians are not reused
 INIT_SCALE = 0.3  # a lifted point's first footprint, as a share of its pixel's size
 # Moving points inside the mask start wider: the loop carries them by fractions of a pixel, and a
 # Gaussian fitted from a one-pixel start renders a half-pixel step of a texture worse than one fitted
@@ -423,7 +423,9 @@ def initial_gaussians(image, depth, lift, mask, plate: np.ndarray | None = None)
         rgb = np.where(moving[:, None], plate.reshape(-1, 3)[lift.pixel], lift.rgb).astype(lift.rgb.dtype)
     # Not behind the moving region: its backdrop (gaussians4d.with_backdrop) fills what it uncovers. A second,
     # static layer there cost up to 0.07 dB against the loop truth on the synthetic paths.
-    b_xyz, b_rgb, b_size = lift_behind_edges(image.rgb, depth.depth, image.camera, exclude=mask)
+    # Behind a still occluder in the fluid (a boulder in the river, a ridge before the clouds) the far
+    # surface is fluid too: those points move (motion_field.VelocityField carries them on behind it).
+    b_xyz, b_rgb, b_size, b_moving = lift_behind_edges(image.rgb, depth.depth, image.camera, exclude=mask)
     m_xyz, m_rgb, m_size = lift_margin(image.rgb, depth.depth, image.camera)
     # The photo's points lie flat on their surface (in footprints: the identity faces the camera).
     axes = np.concatenate([surface_axes(depth.depth, image.camera)[lift.pixel] / lift.pixel_size[:, None, None],
@@ -435,7 +437,7 @@ def initial_gaussians(image, depth, lift, mask, plate: np.ndarray | None = None)
     scale = np.where(inner, MOVING_INIT_SCALE, INIT_SCALE)
     return from_points(np.concatenate([lift.xyz, b_xyz, m_xyz]), np.concatenate([rgb, b_rgb, m_rgb]),
                        np.concatenate([lift.pixel_size * scale, b_size * INIT_SCALE, m_size * MARGIN_INIT_SCALE]),
-                       opacity=0.9, moving=np.concatenate([moving, np.zeros(len(b_xyz) + len(m_xyz), bool)]),
+                       opacity=0.9, moving=np.concatenate([moving, b_moving, np.zeros(len(m_xyz), bool)]),
                        axes=axes)
 
 

@@ -44,6 +44,7 @@ from backend.model.gaussians import Gaussians
 from backend.model.losses import photometric_loss, psnr
 from backend.model.motion_field import LoopedGaussians, VelocityField, loop_gaussians, loop_weights
 from backend.stages.loop2d import LoopCopies, loop_copies
+from backend.stages.multiview import BACKGROUND_RATIO
 
 STAGE = "gaussians4d"
 
@@ -131,19 +132,31 @@ def _checked_copies(copies: LoopCopies, n_frames: int, device: torch.device) -> 
 @dataclass
 class _Trajectories:
     """Where the input view's 2D loop puts each moving copy at each frame: its t = 0 pixel plus the
-    copy's displacement there. Copies whose t = 0 pixel is off the image are not checked."""
+    copy's displacement there. Copies whose t = 0 pixel is off the image are not checked, nor, from
+    the frame it passes behind a still occluder on, a copy the 2D loop cannot follow: the 2D flow
+    stops at the occluder's outline, the 3D motion carries the copy on behind it
+    (``VelocityField.hidden``). Water that starts hidden is never checked."""
 
     cam: Camera
     target: Tensor  # (N, 2M, 2) pixels
-    valid: Tensor  # (2M,) bool
+    valid: Tensor  # (N, 2M) bool
     scale: float  # pixels -> pixels of a 256-px long side
 
     @classmethod
-    def of(cls, preview: LoopedGaussians, cam: Camera, copies: LoopCopies) -> "_Trajectories":
+    def of(cls, preview: LoopedGaussians, cam: Camera, copies: LoopCopies,
+           field: VelocityField | None = None) -> "_Trajectories":
         uv, z = project_points(preview.base.means[preview.moving_idx], cam)
         front = z > 1e-6
         W, H = cam.width, cam.height
         valid = front & (uv[:, 0] >= 0) & (uv[:, 0] <= W) & (uv[:, 1] >= 0) & (uv[:, 1] <= H)
+        n, m = preview.n_frames, preview.n_moving
+        valid = torch.cat([valid, valid])[None].expand(n, -1)
+        if field is not None:
+            hidden = field.hidden(preview.means.reshape(-1, 3)).view(n + 1, 2 * m)
+            # Forward copies start at frame 0 and backward ones at frame N: hidden once, lost from then on.
+            fwd = torch.cummax(hidden[:, :m].to(torch.uint8), 0).values.bool()
+            bwd = torch.cummax(hidden[:, m:].flip(0).to(torch.uint8), 0).values.bool().flip(0)
+            valid = valid & ~torch.cat([fwd, bwd], 1)[:n]
         grid = torch.stack([2 * uv[:, 0] / W - 1, 2 * uv[:, 1] / H - 1], -1).view(1, 1, -1, 2)
 
         def at_uv(disp: Tensor) -> Tensor:  # (N, H, W, 2) -> (N, M, 2)
@@ -152,13 +165,13 @@ class _Trajectories:
             return d[:, :, 0].permute(0, 2, 1)
 
         target = torch.cat([uv, uv])[None] + torch.cat([at_uv(copies.forward_displacement), at_uv(copies.backward_displacement)], 1)
-        return cls(cam, target.detach(), torch.cat([valid, valid]), 256.0 / max(W, H))
+        return cls(cam, target.detach(), valid.contiguous(), 256.0 / max(W, H))
 
     def error(self, means: Tensor, t: int) -> Tensor:
-        if not bool(self.valid.any()):  # every moving copy starts off the image: nothing to hold
+        if not bool(self.valid[t].any()):  # every moving copy is off the image or hidden: nothing to hold
             return means.new_zeros(())
         uv, _ = project_points(means, self.cam)
-        return (uv - self.target[t]).abs().sum(-1)[self.valid].mean() * self.scale
+        return (uv - self.target[t]).abs().sum(-1)[self.valid[t]].mean() * self.scale
 
 
 class Appearance(nn.Module):
@@ -414,7 +427,7 @@ def train_4d(
     moved = [t for t in range(1, n_frames) if t not in held] or list(range(1, n_frames))
     # The still frame holds the appearance to the photo; without an appearance to train it teaches nothing.
     still = [0] if cfg.lr_colour > 0 or cfg.lr_opacity > 0 else []
-    samples = _TrainingSamples(preview, cam_in, copies, _Trajectories.of(preview, cam_in, copies), side_cameras,
+    samples = _TrainingSamples(preview, cam_in, copies, _Trajectories.of(preview, cam_in, copies, field_), side_cameras,
                                still + moved, cfg.p_input_view, gen)
 
     events.progress(STAGE, 0.0, message="rendering the preview loop at the input view")
@@ -454,12 +467,12 @@ def train_4d(
 
 # ----------------------------------------------------------------------------- the stage
 
-INPUTS = ("image", "gaussians3d", "multiview", "mom3d", "loop2d", "mask")
+INPUTS = ("image", "depth", "gaussians3d", "multiview", "mom3d", "loop2d", "mask")
 SIDE_VIEWS = 4  # fan views whose explicit loop holds the correction in 3D
 BACKDROP_PUSH = 1.15  # backdrop depth factor: behind the moving layer, beyond its depth spread
 
 
-RECIPE = "per-copy-traj-l1-sq-travel-4-warp-appearance"  # bump when training changes, so cached trained loops are not reused
+RECIPE = "per-copy-traj-l1-sq-travel-4-warp-appearance-hidden-fluid-coloured"  # bump when training changes, so cached trained loops are not reused
 
 
 @dataclass
@@ -479,11 +492,11 @@ def cached(ctx) -> bool:
     return ctx.preset.iters_4d > 0
 
 
-def run(ctx, image, gaussians3d, multiview, mom3d, loop2d, mask) -> Loop4D:
+def run(ctx, image, depth, gaussians3d, multiview, mom3d, loop2d, mask) -> Loop4D:
     cam = image.camera
     H, W = image.rgb.shape[:2]
-    field_ = VelocityField(mom3d.velocity_map(H, W), cam, mask, ctx.device)
-    g = with_backdrop(gaussians3d.gaussians.to(ctx.device))
+    field_ = VelocityField(mom3d.velocity_map(H, W), cam, mask, ctx.device, depth=depth.depth, behind_ratio=BACKGROUND_RATIO)
+    g = with_backdrop(fluid_coloured_behind(gaussians3d.gaussians.to(ctx.device), field_))
     if ctx.preset.iters_4d == 0:
         return Loop4D(loop_gaussians(g, field_, ctx.job.frames), None)
     cams = multiview.cameras
@@ -531,3 +544,24 @@ def with_backdrop(g: Gaussians) -> Gaussians:
     back.log_scales = back.log_scales + float(np.log(BACKDROP_PUSH))
     back.moving = torch.zeros_like(back.moving)
     return Gaussians.concat([g, back])
+
+
+def fluid_coloured_behind(g: Gaussians, field: VelocityField) -> Gaussians:
+    """The moving Gaussians hidden behind a still occluder, coloured like the nearest visible fluid.
+
+    Their colour comes from the fill behind the occluder's soft rim and from the 3D fit, which saw
+    them past the rim as scenery: greyer than the water (boulder scene 0: blue minus red 0.06
+    against 0.17). Moving, they would carry that grey out from under the boulder."""
+    g = g.detach()
+    moving = torch.nonzero(g.moving).squeeze(1)
+    if moving.numel() == 0:
+        return g
+    hidden = field.hidden(g.means[moving])
+    if not bool(hidden.any()) or bool(hidden.all()):
+        return g
+    behind, seen = moving[hidden], moving[~hidden]
+    nearest = torch.cat([torch.cdist(chunk, g.means[seen]).argmin(1) for chunk in g.means[behind].split(4096)])
+    out = Gaussians(means=g.means, quats=g.quats, log_scales=g.log_scales, logit_opacities=g.logit_opacities,
+                    sh0=g.sh0.clone(), moving=g.moving)
+    out.sh0[behind] = g.sh0[seen[nearest]]
+    return out

@@ -142,7 +142,8 @@ def lift_margin(rgb: np.ndarray, depth: np.ndarray, camera: Camera, shift: float
 
 
 def lift_behind_edges(rgb: np.ndarray, depth: np.ndarray, camera: Camera, shift: float = MARGIN_SHIFT,
-                      exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      exclude: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Points of the far surface continued behind each depth edge: what a moving camera uncovers.
 
     One point per pixel is a single layer: from a moved camera the far side of a depth step shows
@@ -152,8 +153,9 @@ def lift_behind_edges(rgb: np.ndarray, depth: np.ndarray, camera: Camera, shift:
     ``shift`` opens it there (``f * shift * (1/z_near - 1/z_far)`` pixels), is filled from the far
     side as the pseudo views are filled (``multiview.fill_holes``: the background's depth, and its
     colour inpainted without the near surface), and lifted at that depth: a second layer,
-    hidden from the photo's camera behind the near surface. Near pixels in ``exclude`` get none.
-    Returns (xyz, rgb, pixel_size).
+    hidden from the photo's camera behind the near surface. Near pixels in ``exclude`` (the motion
+    mask) get none. Returns (xyz, rgb, pixel_size, moving): ``moving`` marks the points that continue
+    a far surface in ``exclude`` (the water behind a boulder), filled from the far side like the depth.
     """
     from backend.stages.multiview import BACKGROUND_RATIO, fill_holes
 
@@ -165,7 +167,7 @@ def lift_behind_edges(rgb: np.ndarray, depth: np.ndarray, camera: Camera, shift:
     edge = z < BACKGROUND_RATIO * far_nb
     empty = np.zeros((0, 3), np.float32)
     if not edge.any() or shift <= 0:
-        return empty, empty.copy(), np.zeros(0, np.float32)
+        return empty, empty.copy(), np.zeros(0, np.float32), np.zeros(0, bool)
     gap = np.zeros_like(z)
     # Capped at the margin ring's width (a near surface at depth 1 against the sky), so a close
     # foreground does not double its own point count for parallax no preset path reaches.
@@ -184,8 +186,43 @@ def lift_behind_edges(rgb: np.ndarray, depth: np.ndarray, camera: Camera, shift:
     filled, fz = fill_holes(np.asarray(rgb, np.float32), np.where(band, 0.0, z), ~band, inpaint=True)
     behind = band & (fz * BACKGROUND_RATIO > z)  # filled from the far side, not from the near surface
     ys, xs = np.nonzero(behind)
-    xyz, size = _backproject(xs + 0.5, ys + 0.5, fz[ys, xs], camera)
-    return xyz, filled[ys, xs].astype(np.float32), size
+    moving = np.zeros(len(ys), bool)
+    far = fz[ys, xs]
+    if exclude is not None and np.asarray(exclude, bool)[~band].any():
+        fm, _ = fill_holes(np.asarray(exclude, np.float32), np.where(band, 0.0, z), ~band)
+        moving = fm[ys, xs] > 0.5
+        # Fluid goes on behind the occluder on its own surface, not at the far pixels' depth.
+        surface = _surface_across(z, np.asarray(exclude, bool))[ys, xs]
+        on = moving & (surface * BACKGROUND_RATIO > z[ys, xs])
+        far = np.where(on, surface, far)
+    xyz, size = _backproject(xs + 0.5, ys + 0.5, far, camera)
+    return xyz, filled[ys, xs].astype(np.float32), size, moving
+
+
+def _surface_across(depth: np.ndarray, fluid: np.ndarray) -> np.ndarray:
+    """The fluid's depth continued across the pixels outside ``fluid``: inverse depth (affine in the
+    image on a plane) interpolated between the nearest fluid pixels along the row, else the column;
+    0 where neither has fluid on both sides."""
+    from backend.stages.multiview import _nearest_valid_along
+
+    inv = np.where(fluid, 1.0 / np.maximum(depth, 1e-6), 0.0)
+    out = np.zeros(depth.shape, np.float32)
+    H, W = depth.shape
+    for axis in (1, 0):
+        lo, hi = _nearest_valid_along(fluid, axis, False), _nearest_valid_along(fluid, axis, True)
+        ok = (lo >= 0) & (hi >= 0) & (out == 0)
+        pos = np.broadcast_to(np.arange(depth.shape[axis]).reshape((1, -1) if axis == 1 else (-1, 1)), depth.shape)
+        lo_, hi_ = np.where(ok, lo, 0), np.where(ok, hi, 0)
+        if axis == 1:
+            rows = np.arange(H)[:, None]
+            a, b = inv[rows, lo_], inv[rows, hi_]
+        else:
+            cols = np.arange(W)[None, :]
+            a, b = inv[lo_, cols], inv[hi_, cols]
+        w = np.where(hi_ > lo_, (pos - lo_) / np.maximum(hi_ - lo_, 1), 0.0)
+        val = a + w * (b - a)
+        out[ok] = 1.0 / np.maximum(val[ok], 1e-6)
+    return out
 
 
 # ----------------------------------------------------------------------------- the stage
