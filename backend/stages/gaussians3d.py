@@ -423,8 +423,8 @@ def initial_gaussians(image, depth, lift, mask, plate: np.ndarray | None = None)
         rgb = np.where(moving[:, None], plate.reshape(-1, 3)[lift.pixel], lift.rgb).astype(lift.rgb.dtype)
     # Not behind the moving region: its backdrop (gaussians4d.with_backdrop) fills what it uncovers. A second,
     # static layer there cost up to 0.07 dB against the loop truth on the synthetic paths.
-    # Behind a still occluder in the fluid (a boulder in the river, a ridge before the clouds) the far
-    # surface is fluid too: those points move (motion_field.VelocityField carries them on behind it).
+    # Behind a still occluder standing in the fluid (a boulder in the river, a peak against the clouds)
+    # the far surface is fluid too: those points move (motion_field.VelocityField carries them on).
     b_xyz, b_rgb, b_size, b_moving = lift_behind_edges(image.rgb, depth.depth, image.camera, exclude=mask)
     m_xyz, m_rgb, m_size = lift_margin(image.rgb, depth.depth, image.camera)
     # The photo's points lie flat on their surface (in footprints: the identity faces the camera).

@@ -154,8 +154,9 @@ def lift_behind_edges(rgb: np.ndarray, depth: np.ndarray, camera: Camera, shift:
     side as the pseudo views are filled (``multiview.fill_holes``: the background's depth, and its
     colour inpainted without the near surface), and lifted at that depth: a second layer,
     hidden from the photo's camera behind the near surface. Near pixels in ``exclude`` (the motion
-    mask) get none. Returns (xyz, rgb, pixel_size, moving): ``moving`` marks the points that continue
-    a far surface in ``exclude`` (the water behind a boulder), filled from the far side like the depth.
+    mask) get none. Returns (xyz, rgb, pixel_size, moving): ``moving`` marks the points whose far
+    side is in ``exclude`` (filled from the far side like the depth) and whose fluid goes on round the
+    occluder (the water behind a boulder): they lie on that fluid's surface continued behind it.
     """
     from backend.stages.multiview import BACKGROUND_RATIO, fill_holes
 
@@ -191,10 +192,12 @@ def lift_behind_edges(rgb: np.ndarray, depth: np.ndarray, camera: Camera, shift:
     if exclude is not None and np.asarray(exclude, bool)[~band].any():
         fm, _ = fill_holes(np.asarray(exclude, np.float32), np.where(band, 0.0, z), ~band)
         moving = fm[ys, xs] > 0.5
-        # Fluid goes on behind the occluder on its own surface, not at the far pixels' depth.
+        # Fluid goes on behind the occluder on its own surface, not at the far pixels' depth. Without
+        # one (the same fluid not on both sides) the point stays still scenery: moving at the fill's
+        # depth, below the fluid's surface, it would come out in the wrong place.
         surface = _surface_across(z, np.asarray(exclude, bool))[ys, xs]
-        on = moving & (surface * BACKGROUND_RATIO > z[ys, xs])
-        far = np.where(on, surface, far)
+        moving &= surface * BACKGROUND_RATIO > z[ys, xs]
+        far = np.where(moving, surface, far)
     xyz, size = _backproject(xs + 0.5, ys + 0.5, far, camera)
     return xyz, filled[ys, xs].astype(np.float32), size, moving
 
@@ -202,10 +205,14 @@ def lift_behind_edges(rgb: np.ndarray, depth: np.ndarray, camera: Camera, shift:
 def _surface_across(depth: np.ndarray, fluid: np.ndarray) -> np.ndarray:
     """The fluid's depth continued across the pixels outside ``fluid``: inverse depth (affine in the
     image on a plane) interpolated between the nearest fluid pixels along the row, else the column;
-    0 where neither has fluid on both sides."""
+    0 where neither has the same fluid on both sides. Two regions of the mask are two surfaces: a
+    column from the sky down to a lake across a mountain continues neither."""
+    from scipy.ndimage import label
+
     from backend.stages.multiview import _nearest_valid_along
 
     inv = np.where(fluid, 1.0 / np.maximum(depth, 1e-6), 0.0)
+    region = label(fluid, structure=np.ones((3, 3), bool))[0]
     out = np.zeros(depth.shape, np.float32)
     H, W = depth.shape
     for axis in (1, 0):
@@ -216,9 +223,11 @@ def _surface_across(depth: np.ndarray, fluid: np.ndarray) -> np.ndarray:
         if axis == 1:
             rows = np.arange(H)[:, None]
             a, b = inv[rows, lo_], inv[rows, hi_]
+            ok &= region[rows, lo_] == region[rows, hi_]
         else:
             cols = np.arange(W)[None, :]
             a, b = inv[lo_, cols], inv[hi_, cols]
+            ok &= region[lo_, cols] == region[hi_, cols]
         w = np.where(hi_ > lo_, (pos - lo_) / np.maximum(hi_ - lo_, 1), 0.0)
         val = a + w * (b - a)
         out[ok] = 1.0 / np.maximum(val[ok], 1e-6)
