@@ -184,6 +184,16 @@ def test_schedule_warms_up_then_decays():
     assert f[-1] == pytest.approx(0.1, rel=0.05)
 
 
+def _boulder_in(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The scene's ground with a boulder (depth 1.2, rows 20-23, columns 20-27) standing in its water:
+    (depth, the water without the boulder)."""
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
+    depth = 3.0 - 1.5 * ys / H
+    rock = (ys >= 20) & (ys < 24) & (xs >= 20) & (xs < 28)
+    depth[rock] = 1.2
+    return depth, mask & ~rock
+
+
 def test_trajectories_let_go_of_copies_hidden_behind_a_still_occluder():
     """The 2D loop's flow stops at a boulder's outline; the 3D motion carries water on behind it. A
     copy is held to its 2D trajectory only until it passes behind the boulder, and water that starts
@@ -192,11 +202,7 @@ def test_trajectories_let_go_of_copies_hidden_behind_a_still_occluder():
     from backend.stages.gaussians4d import _Trajectories
 
     _, vel, mask, cam, _, copies = make_scene()
-    ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
-    depth = 3.0 - 1.5 * ys / H
-    rock = (ys >= 20) & (ys < 24) & (xs >= 20) & (xs < 28)
-    depth[rock] = 1.2
-    water = mask & ~rock
+    depth, water = _boulder_in(mask)
     rgb = np.full((H, W, 3), 0.5, np.float32)
     pc = lift_to_points(rgb, depth, cam)
     K = cam.K
@@ -230,11 +236,7 @@ def test_hidden_fluid_takes_the_colour_of_the_nearest_visible_fluid():
     from backend.stages.gaussians4d import fluid_coloured_behind
 
     _, vel, mask, cam, _, _ = make_scene()
-    ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
-    depth = 3.0 - 1.5 * ys / H
-    rock = (ys >= 20) & (ys < 24) & (xs >= 20) & (xs < 28)
-    depth[rock] = 1.2
-    water = mask & ~rock
+    depth, water = _boulder_in(mask)
     rng = np.random.default_rng(1)
     rgb = rng.random((H, W, 3)).astype(np.float32)
     pc = lift_to_points(rgb, depth, cam)
