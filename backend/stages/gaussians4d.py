@@ -552,7 +552,7 @@ def fluid_coloured_behind(g: Gaussians, field: VelocityField) -> Gaussians:
     Their colour comes from the fill behind the occluder's soft rim and from the 3D fit, which saw
     them past the rim as scenery: greyer than the water (boulder scene 0: blue minus red 0.06
     against 0.17). Moving, they would carry that grey out from under the boulder."""
-    g = g.detach()
+    g = g.detach()  # a copy: the colours below are set in place
     moving = torch.nonzero(g.moving).squeeze(1)
     if moving.numel() == 0:
         return g
@@ -561,7 +561,5 @@ def fluid_coloured_behind(g: Gaussians, field: VelocityField) -> Gaussians:
         return g
     behind, seen = moving[hidden], moving[~hidden]
     nearest = torch.cat([torch.cdist(chunk, g.means[seen]).argmin(1) for chunk in g.means[behind].split(4096)])
-    out = Gaussians(means=g.means, quats=g.quats, log_scales=g.log_scales, logit_opacities=g.logit_opacities,
-                    sh0=g.sh0.clone(), moving=g.moving)
-    out.sh0[behind] = g.sh0[seen[nearest]]
-    return out
+    g.sh0[behind] = g.sh0[seen[nearest]]
+    return g

@@ -182,20 +182,21 @@ def lift_behind_edges(rgb: np.ndarray, depth: np.ndarray, camera: Camera, shift:
     by_label[labels[ey, ex]] = np.stack([gap[ey, ex], far_nb[ey, ex]], axis=1)
     near_gap, near_far = by_label[labels, 0], by_label[labels, 1]
     band = (dist <= near_gap) & (z < BACKGROUND_RATIO * near_far)
-    if exclude is not None:
-        band &= ~np.asarray(exclude, bool)
+    fluid = None if exclude is None else np.asarray(exclude, bool)
+    if fluid is not None:
+        band &= ~fluid
     filled, fz = fill_holes(np.asarray(rgb, np.float32), np.where(band, 0.0, z), ~band, inpaint=True)
     behind = band & (fz * BACKGROUND_RATIO > z)  # filled from the far side, not from the near surface
     ys, xs = np.nonzero(behind)
     moving = np.zeros(len(ys), bool)
     far = fz[ys, xs]
-    if exclude is not None and np.asarray(exclude, bool)[~band].any():
-        fm, _ = fill_holes(np.asarray(exclude, np.float32), np.where(band, 0.0, z), ~band)
+    if fluid is not None and fluid[~band].any():
+        fm, _ = fill_holes(fluid.astype(np.float32), np.where(band, 0.0, z), ~band)
         moving = fm[ys, xs] > 0.5
         # Fluid goes on behind the occluder on its own surface, not at the far pixels' depth. Without
         # one (the same fluid not on both sides) the point stays still scenery: moving at the fill's
         # depth, below the fluid's surface, it would come out in the wrong place.
-        surface = _surface_across(z, np.asarray(exclude, bool))[ys, xs]
+        surface = _surface_across(z, fluid)[ys, xs]
         moving &= surface * BACKGROUND_RATIO > z[ys, xs]
         far = np.where(moving, surface, far)
     xyz, size = _backproject(xs + 0.5, ys + 0.5, far, camera)
