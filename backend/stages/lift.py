@@ -190,7 +190,7 @@ def lift_behind_edges(rgb: np.ndarray, depth: np.ndarray, camera: Camera, shift:
     ys, xs = np.nonzero(behind)
     moving = np.zeros(len(ys), bool)
     far = fz[ys, xs]
-    if fluid is not None and fluid[~band].any():
+    if fluid is not None and fluid.any():  # the band never holds fluid, so this is fluid outside it
         fm, _ = fill_holes(fluid.astype(np.float32), np.where(band, 0.0, z), ~band)
         moving = fm[ys, xs] > 0.5
         # Fluid goes on behind the occluder on its own surface, not at the far pixels' depth. Without
