@@ -31,7 +31,7 @@ def make_scene():
     return g, vel * mask[..., None], mask, cam
 
 
-def test_field_samples_the_map_at_pixel_centres_and_is_zero_elsewhere():
+def test_field_samples_the_map_at_pixel_centres_and_continues_past_the_edge():
     g, vel, mask, cam = make_scene()
     f = VelocityField(vel, cam, mask)
     v = f(g.means).numpy().reshape(H, W, 3)
@@ -42,9 +42,19 @@ def test_field_samples_the_map_at_pixel_centres_and_is_zero_elsewhere():
     mid = 0.5 * (g.means[20 * W + 3] + g.means[20 * W + 4])
     exp = 0.5 * (vel[20, 3] + vel[20, 4])
     np.testing.assert_allclose(f(mid[None]).numpy()[0], exp, rtol=2e-3, atol=1e-8)
-    # Behind the camera and outside the image: no motion.
-    out = torch.tensor([[0.0, 0.0, -2.0], [50.0, 0.0, 1.0], [0.0, 40.0, 1.0]])
-    assert f(out).abs().max() == 0
+    # Behind the camera: no motion.
+    assert f(torch.tensor([[0.0, 0.0, -2.0]])).abs().max() == 0
+    # Past the image's edge: the nearest edge pixel's motion, so the fluid goes on there (moving in
+    # the lower half, still in the upper).
+    K = cam.K
+
+    def at(u: float, v: float, z: float = 2.0) -> list[float]:
+        return [(u - K[0, 2]) * z / K[0, 0], (v - K[1, 2]) * z / K[1, 1], z]
+
+    past = torch.tensor([at(W + 10, 20.5), at(-7, 18.5), at(10.5, H + 9), at(W + 10, 5.5)], dtype=torch.float32)
+    np.testing.assert_allclose(f(past).numpy(), np.stack([vel[20, W - 1], vel[18, 0], vel[H - 1, 10], vel[5, W - 1]]),
+                               atol=1e-7)
+    assert np.abs(vel[20, W - 1]).max() > 0 and np.abs(vel[5, W - 1]).max() == 0
     # The mask switches motion off even where the map is not zero.
     f2 = VelocityField(np.ones((H, W, 3), np.float32), cam, mask)
     assert f2(g.means[: W * (H // 2 - 1)]).abs().max() == 0

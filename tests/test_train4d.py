@@ -226,7 +226,15 @@ def test_trajectories_let_go_of_copies_hidden_behind_a_still_occluder():
     assert traj.valid[:, open_water].all() and traj.valid[:, m + open_water].all()
     # The hidden copy does move, behind the boulder.
     assert float(preview.means[N - 1, hidden, 0] - preview.means[0, hidden, 0]) > 0
-    assert _Trajectories.of(preview, cam, copies).valid.all()  # without the photo's depth: all held
+    plain = _Trajectories.of(preview, cam, copies)  # without the photo's depth nothing is hidden
+    assert plain.valid[:, upstream].all()
+    # The 2D flow also stops at the image's edge, the 3D motion does not: a copy that flows out of
+    # the frame is held until it leaves it, one that stays in is held throughout.
+    off = ((plain.target < 0) | (plain.target > torch.tensor([W, H]))).any(-1)
+    leaves = moving_pixel[28 * W + W - 1]  # open water at the right edge, flowing right
+    assert off[:, leaves].any() and not off[0, leaves]
+    assert plain.valid[0, leaves] and not plain.valid[-1, leaves]
+    assert torch.equal(plain.valid, ~torch.cat([off[:, :m].cummax(0).values, off[:, m:].flip(0).cummax(0).values.flip(0)], 1))
 
 
 def test_hidden_fluid_takes_the_colour_of_the_nearest_visible_fluid():

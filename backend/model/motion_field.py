@@ -47,6 +47,11 @@ _OPACITY_FLOOR = 1e-7  # activated opacity of a hidden copy: far below the 1/255
 class VelocityField:
     """V(x): the input view's velocity map (H, W, 3), world units per frame, zero outside the mask.
 
+    Past the image's edge a point takes the velocity of the edge pixel nearest its projection, so
+    the fluid goes on there: water that leaves the frame keeps flowing instead of piling up just
+    outside it, and the margin ring's water (``lift.lift_margin``) flows in and out of the frame
+    with it. A side camera sees both.
+
     With the photo's ``depth``, a point hidden behind a still occluder (deeper than ``1 / behind_ratio``
     times the photo's surface where it projects) moves with the fluid it continues: the velocity of
     the nearest masked pixel. Water behind a boulder then flows on behind it and comes out below it,
@@ -113,10 +118,10 @@ class VelocityField:
         return self._hidden(grid, z)
 
     def __call__(self, x: Tensor) -> Tensor:
-        """Velocity (N, 3) at world points x (N, 3); zero behind the camera and outside the image."""
+        """Velocity (N, 3) at world points x (N, 3); zero behind the camera, the edge's past the image."""
         dt = x.dtype
         grid, z = self._project(x)
-        vel = F.grid_sample(self._grid, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        vel = F.grid_sample(self._grid, grid, mode="bilinear", padding_mode="border", align_corners=False)
         vel = vel[0, :, 0].T.to(dt)  # (N, 3)
         if self._behind is not None:
             on = F.grid_sample(self._behind[0], grid, mode="bilinear", padding_mode="zeros", align_corners=False)

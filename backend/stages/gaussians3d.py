@@ -385,7 +385,7 @@ def train_gaussians(g: Gaussians, views: TrainViews, cfg: TrainConfig, scene_sca
 
 INPUTS = ("image", "depth", "lift", "multiview", "mask")
 CACHED = True
-RECIPE = "margin-2-layer-plate-behind-edges-surfels-ray-cap-coverage-wide-moving-hidden-fluid-surface"  # bump when training changes, so cached 3D Gaussians are not reused
+RECIPE = "margin-2-layer-plate-behind-edges-surfels-ray-cap-coverage-wide-moving-hidden-fluid-surface-margin-fluid"  # bump when training changes, so cached 3D Gaussians are not reused
 INIT_SCALE = 0.3  # a lifted point's first footprint, as a share of its pixel's size
 # Moving points inside the mask start wider: the loop carries them by fractions of a pixel, and a
 # Gaussian fitted from a one-pixel start renders a half-pixel step of a texture worse than one fitted
@@ -409,9 +409,10 @@ def params(ctx) -> dict:
 
 
 def initial_gaussians(image, depth, lift, mask, plate: np.ndarray | None = None) -> Gaussians:
-    """The photo's points, then static ones where a moving camera sees what the photo does not: the
-    far surface continued behind each depth edge, and a ring beyond the photo's frustum. They are
-    Gaussians, so every renderer (Blender's included) shows that scenery, not its background.
+    """The photo's points, then ones where a moving camera sees what the photo does not: the far
+    surface continued behind each depth edge, and a ring beyond the photo's frustum. They are
+    Gaussians, so every renderer (Blender's included) shows that scenery, not its background; where
+    they continue the fluid (behind a boulder, past the photo's edge) they move with it.
     ``plate``: the photo's ``moving_clean_plate`` when the caller has it (computed here otherwise)."""
     from backend.model.gaussians import from_points
     from backend.stages.lift import lift_behind_edges, lift_margin, surface_axes
@@ -426,7 +427,9 @@ def initial_gaussians(image, depth, lift, mask, plate: np.ndarray | None = None)
     # Behind a still occluder standing in the fluid (a boulder in the river, a peak against the clouds)
     # the far surface is fluid too: those points move (motion_field.VelocityField carries them on).
     b_xyz, b_rgb, b_size, b_moving = lift_behind_edges(image.rgb, depth.depth, image.camera, exclude=mask)
-    m_xyz, m_rgb, m_size = lift_margin(image.rgb, depth.depth, image.camera)
+    # The ring's fluid continues the moving Gaussians' unmixed colours, as the photo's own do.
+    ring_rgb = image.rgb if mask is None else np.where(mask[..., None], plate, image.rgb)
+    m_xyz, m_rgb, m_size, m_moving = lift_margin(ring_rgb, depth.depth, image.camera, mask=mask)
     # The photo's points lie flat on their surface (in footprints: the identity faces the camera).
     axes = np.concatenate([surface_axes(depth.depth, image.camera)[lift.pixel] / lift.pixel_size[:, None, None],
                            np.broadcast_to(np.eye(3, dtype=np.float32), (len(b_xyz) + len(m_xyz), 3, 3))])
@@ -437,7 +440,7 @@ def initial_gaussians(image, depth, lift, mask, plate: np.ndarray | None = None)
     scale = np.where(inner, MOVING_INIT_SCALE, INIT_SCALE)
     return from_points(np.concatenate([lift.xyz, b_xyz, m_xyz]), np.concatenate([rgb, b_rgb, m_rgb]),
                        np.concatenate([lift.pixel_size * scale, b_size * INIT_SCALE, m_size * MARGIN_INIT_SCALE]),
-                       opacity=0.9, moving=np.concatenate([moving, b_moving, np.zeros(len(m_xyz), bool)]),
+                       opacity=0.9, moving=np.concatenate([moving, b_moving, m_moving]),
                        axes=axes)
 
 

@@ -133,9 +133,9 @@ def _checked_copies(copies: LoopCopies, n_frames: int, device: torch.device) -> 
 class _Trajectories:
     """Where the input view's 2D loop puts each moving copy at each frame: its t = 0 pixel plus the
     copy's displacement there. Copies whose t = 0 pixel is off the image are not checked, nor, from
-    the frame it passes behind a still occluder on, a copy the 2D loop cannot follow: the 2D flow
-    stops at the occluder's outline, the 3D motion carries the copy on behind it
-    (``VelocityField.hidden``). Water that starts hidden is never checked."""
+    the frame it passes behind a still occluder or out of the image on, a copy the 2D loop cannot
+    follow: the 2D flow stops at the occluder's outline and at the image's edge, the 3D motion
+    carries the copy on (``VelocityField``). Water that starts hidden is never checked."""
 
     cam: Camera
     target: Tensor  # (N, 2M, 2) pixels
@@ -165,6 +165,12 @@ class _Trajectories:
             return d[:, :, 0].permute(0, 2, 1)
 
         target = torch.cat([uv, uv])[None] + torch.cat([at_uv(copies.forward_displacement), at_uv(copies.backward_displacement)], 1)
+        # The 2D flow is zero past the image's edge, so the 2D loop stops a copy just outside it; the
+        # 3D motion carries it on (VelocityField). Lost from the frame it leaves on, as when hidden.
+        off = ((target < 0) | (target > torch.tensor([W, H], dtype=target.dtype, device=target.device))).any(-1)
+        fwd = torch.cummax(off[:, :m].to(torch.uint8), 0).values.bool()
+        bwd = torch.cummax(off[:, m:].flip(0).to(torch.uint8), 0).values.bool().flip(0)
+        valid = valid & ~torch.cat([fwd, bwd], 1)
         return cls(cam, target.detach(), valid.contiguous(), 256.0 / max(W, H))
 
     def error(self, means: Tensor, t: int) -> Tensor:
@@ -472,7 +478,7 @@ SIDE_VIEWS = 4  # fan views whose explicit loop holds the correction in 3D
 BACKDROP_PUSH = 1.15  # backdrop depth factor: behind the moving layer, beyond its depth spread
 
 
-RECIPE = "per-copy-traj-l1-sq-travel-4-warp-appearance-hidden-fluid-coloured"  # bump when training changes, so cached trained loops are not reused
+RECIPE = "per-copy-traj-l1-sq-travel-4-warp-appearance-hidden-fluid-coloured-flows-past-edge"  # bump when training changes, so cached trained loops are not reused
 
 
 @dataclass

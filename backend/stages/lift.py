@@ -119,26 +119,33 @@ MARGIN_STRIDE = 2  # the margin is sampled every 2 pixels: it is seen only from 
 
 
 def lift_margin(rgb: np.ndarray, depth: np.ndarray, camera: Camera, shift: float = MARGIN_SHIFT,
-                stride: int = MARGIN_STRIDE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                stride: int = MARGIN_STRIDE, mask: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Points of a ring around the photo, outside its frustum: scenery for cameras that look past it.
 
     The canvas is widened by ``shift`` x focal pixels per side (what a camera moved by ``shift``
     sees beyond the photo at depth 1, the near content). Colours continue the photo by
     reflection, so its texture goes on instead of an edge pixel smeared into streaks; depth
     continues the border row or column, so a surface at the edge extends at its own depth and the
-    sky stays on its far shell. Returns (xyz, rgb, pixel_size) of the ring only.
+    sky stays on its far shell. The motion ``mask`` is reflected with the colours, so the water or
+    clouds that the ring continues are fluid too (``motion_field.VelocityField`` carries them on
+    past the edge). Returns (xyz, rgb, pixel_size, moving) of the ring only.
     """
     h, w = depth.shape
     m = int(np.ceil(shift * float(camera.K[0, 0])))
     if m <= 0:
-        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32), np.zeros(0, np.float32)
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32), np.zeros(0, np.float32), np.zeros(0, bool)
     col = cv2.copyMakeBorder(np.asarray(rgb, np.float32), m, m, m, m, cv2.BORDER_REFLECT_101)
     dep = cv2.copyMakeBorder(np.asarray(depth, np.float32), m, m, m, m, cv2.BORDER_REPLICATE)
     ys, xs = np.mgrid[0:h + 2 * m:stride, 0:w + 2 * m:stride]
     ring = (xs < m) | (xs >= w + m) | (ys < m) | (ys >= h + m)
     ys, xs = ys[ring], xs[ring]
     xyz, size = _backproject(xs - m + 0.5 * stride, ys - m + 0.5 * stride, dep[ys, xs], camera)
-    return xyz, col[ys, xs].astype(np.float32), size * stride
+    moving = np.zeros(len(ys), bool)
+    if mask is not None:
+        fluid = cv2.copyMakeBorder(np.asarray(mask, np.uint8), m, m, m, m, cv2.BORDER_REFLECT_101)
+        moving = fluid[ys, xs] > 0
+    return xyz, col[ys, xs].astype(np.float32), size * stride, moving
 
 
 def lift_behind_edges(rgb: np.ndarray, depth: np.ndarray, camera: Camera, shift: float = MARGIN_SHIFT,
