@@ -170,3 +170,34 @@ def test_position_residuals_are_bounded_by_the_loops_travel():
     wide = Deformation4D.for_loop(L, DeformConfig(features=4, base_resolution=8, max_shift=10.0, max_shift_travel=0.0))
     assert float(wide.shift_bound) == pytest.approx(10.0 * float(wide.world_extent), rel=1e-4)
     assert float(wide.shift_bound) > 20 * float(d.shift_bound)
+
+
+def test_fluid_past_the_views_edge_takes_the_fields_edge_values():
+    """Moving Gaussians the supervising view sees past its image's edge (the margin ring's fluid)
+    leave the field's domain as the photo's moving region spans it, so the grid keeps its resolution
+    there, and they take the field's values at the domain's edge."""
+    from backend.model.gaussians import Gaussians
+
+    g, L, cam = make_loop()
+    K = cam.K
+    # A column of moving Gaussians 6 px past the right edge, on the moving rows, at the water's depth.
+    v = np.arange(H // 2, H) + 0.5
+    z = np.full(len(v), 2.0)
+    xyz = np.stack([(W + 6.0 - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], 1).astype(np.float32)
+    ring = from_points(xyz, np.full((len(v), 3), 0.5, np.float32), (z / K[0, 0]).astype(np.float32) * 1.2,
+                       opacity=0.95, moving=np.ones(len(v), bool))
+    vel = np.zeros((H, W, 3), np.float32)
+    vel[..., 0] = 0.7 * 2.0 / K[0, 0]
+    mask = np.mgrid[0:H, 0:W][0] >= H // 2
+    both = Gaussians.concat([g, ring])
+    Lr = loop_gaussians(both, VelocityField(vel, cam, mask), N)
+    cfg = DeformConfig(features=4, base_resolution=8)
+    photo, with_ring = Deformation4D.for_loop(L, cfg, view=cam), Deformation4D.for_loop(Lr, cfg, view=cam)
+    for name in ("lo", "hi", "world_extent", "shift_bound"):
+        torch.testing.assert_close(getattr(with_ring, name), getattr(photo, name))
+    # At the domain's right edge, on their own rows and depth: those of the photo's last column.
+    x_ring = both.means[len(g):]
+    edge = torch.as_tensor(np.stack([(W - 0.5 - K[0, 2]) / K[0, 0] * z, xyz[:, 1], z], 1), dtype=torch.float32)
+    q_ring, q_edge = with_ring.normalise(x_ring, torch.zeros(len(v))), with_ring.normalise(edge, torch.zeros(len(v)))
+    assert (q_ring[:, 0] == 1).all() and (q_edge[:, 0] < 1).all()
+    torch.testing.assert_close(q_ring[:, 1:], q_edge[:, 1:])

@@ -180,16 +180,27 @@ class Deformation4D(nn.Module):
     def for_loop(cls, looped: LoopedGaussians, config: DeformConfig | None = None,
                  view: Camera | None = None) -> "Deformation4D":
         """A field whose domain is the bounding box of the moving Gaussians at t = 0 (in ``view``'s
-        coordinates when one is given)."""
+        coordinates when one is given).
+
+        With a view, only the Gaussians it sees inside its image span the domain: the fluid past
+        the photo's edge (the margin ring's) would widen the grid by the ring on every side and
+        coarsen it over the photo, where all the supervision is. Those Gaussians take the field's
+        values at the domain's edge (``normalise`` clamps), as they take the edge's velocity."""
         x0 = looped.base.means[looped.moving_idx]
+        m, n = looped.n_moving, looped.n_frames
+        y = x0 if view is None else _to_view(x0, view)
+        inside = torch.ones(m, dtype=torch.bool, device=x0.device)
+        if view is not None:
+            inside = (y[:, :2] >= 0).all(-1) & (y[:, :2] <= 1).all(-1)
+            if not bool(inside.any()):
+                inside[:] = True
         if x0.shape[0] == 0:
             lo = hi = torch.zeros(3, device=x0.device)
-            return cls(lo, hi, looped.n_frames, config, view, 0.0).to(x0.device)
+            return cls(lo, hi, n, config, view, 0.0).to(x0.device)
+        x0, y = x0[inside], y[inside]
         extent = float((x0.max(0).values - x0.min(0).values).max())
-        m, n = looped.n_moving, looped.n_frames
         # the forward copies' summed steps: the path length, not the (possibly curved) chord
-        travel = float((looped.means[1:, :m] - looped.means[:-1, :m]).norm(dim=-1).sum(0).mean())
-        y = x0 if view is None else _to_view(x0, view)
+        travel = float((looped.means[1:, :m][:, inside] - looped.means[:-1, :m][:, inside]).norm(dim=-1).sum(0).mean())
         return cls(y.min(0).values, y.max(0).values, n, config, view, extent, travel).to(x0.device)
 
     def normalise(self, x0: Tensor, tau: Tensor) -> Tensor:

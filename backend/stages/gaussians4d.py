@@ -478,7 +478,7 @@ SIDE_VIEWS = 4  # fan views whose explicit loop holds the correction in 3D
 BACKDROP_PUSH = 1.15  # backdrop depth factor: behind the moving layer, beyond its depth spread
 
 
-RECIPE = "per-copy-traj-l1-sq-travel-4-warp-appearance-hidden-fluid-coloured-flows-past-edge"  # bump when training changes, so cached trained loops are not reused
+RECIPE = "per-copy-traj-l1-sq-travel-4-warp-appearance-hidden-fluid-coloured-flows-past-edge-photo-domain"  # bump when training changes, so cached trained loops are not reused
 
 
 @dataclass
