@@ -188,15 +188,15 @@ class Deformation4D(nn.Module):
         values at the domain's edge (``normalise`` clamps), as they take the edge's velocity."""
         x0 = looped.base.means[looped.moving_idx]
         m, n = looped.n_moving, looped.n_frames
+        if m == 0:
+            lo = hi = torch.zeros(3, device=x0.device)
+            return cls(lo, hi, n, config, view, 0.0).to(x0.device)
         y = x0 if view is None else _to_view(x0, view)
         inside = torch.ones(m, dtype=torch.bool, device=x0.device)
         if view is not None:
             inside = (y[:, :2] >= 0).all(-1) & (y[:, :2] <= 1).all(-1)
-            if not bool(inside.any()):
+            if not bool(inside.any()):  # nothing in view (not a loop the pipeline makes): the whole set
                 inside[:] = True
-        if x0.shape[0] == 0:
-            lo = hi = torch.zeros(3, device=x0.device)
-            return cls(lo, hi, n, config, view, 0.0).to(x0.device)
         x0, y = x0[inside], y[inside]
         extent = float((x0.max(0).values - x0.min(0).values).max())
         # the forward copies' summed steps: the path length, not the (possibly curved) chord
