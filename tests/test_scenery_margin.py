@@ -74,7 +74,7 @@ def test_margin_fluid_flows_on_past_the_photo():
     wide = Camera(wide_K, W, H).scaled(2 * W, 2 * H)  # the photo fills the middle half; the ring shows round it
     with torch.no_grad():
         f0, f4 = (loop.frame(t).render(wide).rgb.numpy() for t in (0, 4))
-    m = int(np.ceil(MARGIN_SHIFT * cam.K[0, 0]))  # ring width in wide-view pixels (2 per photo pixel, half the focal)
+    m = int(np.ceil(MARGIN_SHIFT * cam.K[0, 0]))  # ring width: one wide-view pixel per photo pixel (half the focal, twice the size)
     right = slice(3 * W // 2 + 2, 3 * W // 2 + m - 1)
     water = np.abs(f4 - f0)[H + 4:3 * H // 2 + m - 2, right].mean()
     land = np.abs(f4 - f0)[H // 2 + 2:H - 4, right].mean()
