@@ -129,6 +129,14 @@ def _checked_copies(copies: LoopCopies, n_frames: int, device: torch.device) -> 
                         for f in fields(LoopCopies)))
 
 
+def _lost_from(flags: Tensor, m: int) -> Tensor:
+    """(frames, 2M) ``flags`` held from the first flagged frame on, in each copy's own direction:
+    forward copies (the first M) start at frame 0, backward ones at the last frame."""
+    fwd = torch.cummax(flags[:, :m].to(torch.uint8), 0).values.bool()
+    bwd = torch.cummax(flags[:, m:].flip(0).to(torch.uint8), 0).values.bool().flip(0)
+    return torch.cat([fwd, bwd], 1)
+
+
 @dataclass
 class _Trajectories:
     """Where the input view's 2D loop puts each moving copy at each frame: its t = 0 pixel plus the
@@ -153,10 +161,7 @@ class _Trajectories:
         valid = torch.cat([valid, valid])[None].expand(n, -1)
         if field is not None:
             hidden = field.hidden(preview.means.reshape(-1, 3)).view(n + 1, 2 * m)
-            # Forward copies start at frame 0 and backward ones at frame N: hidden once, lost from then on.
-            fwd = torch.cummax(hidden[:, :m].to(torch.uint8), 0).values.bool()
-            bwd = torch.cummax(hidden[:, m:].flip(0).to(torch.uint8), 0).values.bool().flip(0)
-            valid = valid & ~torch.cat([fwd, bwd], 1)[:n]
+            valid = valid & ~_lost_from(hidden, m)[:n]
         grid = torch.stack([2 * uv[:, 0] / W - 1, 2 * uv[:, 1] / H - 1], -1).view(1, 1, -1, 2)
 
         def at_uv(disp: Tensor) -> Tensor:  # (N, H, W, 2) -> (N, M, 2)
@@ -168,9 +173,7 @@ class _Trajectories:
         # The 2D flow is zero past the image's edge, so the 2D loop stops a copy just outside it; the
         # 3D motion carries it on (VelocityField). Lost from the frame it leaves on, as when hidden.
         off = ((target < 0) | (target > torch.tensor([W, H], dtype=target.dtype, device=target.device))).any(-1)
-        fwd = torch.cummax(off[:, :m].to(torch.uint8), 0).values.bool()
-        bwd = torch.cummax(off[:, m:].flip(0).to(torch.uint8), 0).values.bool().flip(0)
-        valid = valid & ~torch.cat([fwd, bwd], 1)
+        valid = valid & ~_lost_from(off, m)
         return cls(cam, target.detach(), valid.contiguous(), 256.0 / max(W, H))
 
     def error(self, means: Tensor, t: int) -> Tensor:
